@@ -1,0 +1,100 @@
+"""accounts: issue, transfer and redeem multi-currency balances.
+
+Checks come first, one per line, then effects. Amounts are integer minor
+units. For each currency, the sum of all balances equals issued minus
+redeemed at every height: only ``issue`` and ``redeem`` change supply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts.runtime import CallContext, ContractError, register
+from ledger.names import is_member_name
+from ledger.state import BALANCE_MAX, CurrencySupply
+
+
+def _amount(args: dict[str, Any]) -> int:
+    amount = args.get("amount_minor")
+    if type(amount) is not int:
+        raise ContractError("invalid_amount", "amount_minor must be an integer")
+    if amount <= 0:
+        raise ContractError("invalid_amount", "amount_minor must be positive")
+    if amount > BALANCE_MAX:
+        raise ContractError("amount_too_large")
+    return amount
+
+
+def _currency(context: CallContext, args: dict[str, Any]) -> CurrencySupply:
+    code = args.get("currency")
+    supply = context.state.get_currency(code) if isinstance(code, str) else None
+    if supply is None:
+        raise ContractError("unknown_currency", f"currency {code!r}")
+    return supply
+
+
+def _member(context: CallContext, args: dict[str, Any], field: str) -> str:
+    name = args.get(field)
+    if not is_member_name(name) or context.state.get_member(name) is None:  # type: ignore[arg-type]
+        raise ContractError("unknown_account", f"{field} {name!r} is not a member")
+    assert isinstance(name, str)
+    return name
+
+
+def _credit(context: CallContext, name: str, currency: str, amount: int) -> None:
+    account = context.state.get_account(name)
+    balance = account.get_balance(currency)
+    if balance + amount > BALANCE_MAX:
+        raise ContractError("balance_overflow")
+    context.state.put_account(name, account.with_balance(currency, balance + amount))
+
+
+def _debit(context: CallContext, name: str, currency: str, amount: int) -> None:
+    account = context.state.get_account(name)
+    balance = account.get_balance(currency)
+    if amount > balance:
+        raise ContractError("amount_exceeds_balance", f"{name} holds {balance} {currency}")
+    context.state.put_account(name, account.with_balance(currency, balance - amount))
+
+
+@register("accounts", "issue")
+def process_issue(context: CallContext, args: dict[str, Any]) -> None:
+    supply = _currency(context, args)
+    amount = _amount(args)
+    recipient = _member(context, args, "to")
+    issuer = context.state.get_member(context.sender)
+    assert issuer is not None  # admission checked the sender is a member
+    # Only a holder of issuer:<CCY> may create that currency.
+    if f"issuer:{supply.code}" not in issuer.roles:
+        raise ContractError("not_issuer", f"{context.sender} may not issue {supply.code}")
+    if supply.issued_minor + amount > BALANCE_MAX:
+        raise ContractError("supply_overflow")
+    _credit(context, recipient, supply.code, amount)
+    context.state.put_currency(
+        CurrencySupply(supply.code, supply.exponent, supply.issued_minor + amount, supply.redeemed_minor)
+    )
+    context.emit("issued", currency=supply.code, to=recipient, amount_minor=amount)
+
+
+@register("accounts", "transfer")
+def process_transfer(context: CallContext, args: dict[str, Any]) -> None:
+    supply = _currency(context, args)
+    amount = _amount(args)
+    payee = _member(context, args, "to")
+    # A transfer to oneself moves nothing and would hide mistakes.
+    if payee == context.sender:
+        raise ContractError("payer_equals_payee")
+    _debit(context, context.sender, supply.code, amount)
+    _credit(context, payee, supply.code, amount)
+    context.emit("transferred", currency=supply.code, to=payee, amount_minor=amount)
+
+
+@register("accounts", "redeem")
+def process_redeem(context: CallContext, args: dict[str, Any]) -> None:
+    supply = _currency(context, args)
+    amount = _amount(args)
+    _debit(context, context.sender, supply.code, amount)
+    context.state.put_currency(
+        CurrencySupply(supply.code, supply.exponent, supply.issued_minor, supply.redeemed_minor + amount)
+    )
+    context.emit("redeemed", currency=supply.code, amount_minor=amount)

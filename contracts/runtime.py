@@ -1,0 +1,175 @@
+"""The contracts runtime: dispatch, atomic calls, receipts.
+
+A transaction is first admitted against the state (its sender is a member,
+its signature verifies under the member's key in force, its nonce is the
+next one, it has not expired); a transaction that fails admission makes the
+whole block invalid, so proposers never include one. An admitted
+transaction always consumes its nonce. Its call then runs in a child view
+of the state: on success the view is committed and the receipt lists its
+events; on a ``ContractError`` the view is dropped and the receipt carries
+the error's stable code. Either way the outcome is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ledger import encoding as enc
+from ledger import keys
+from ledger.errors import InvalidBlock
+from ledger.state import StateView
+from ledger.transaction import SignedTransaction
+
+EVENTS_PER_TX_MAX = 64
+WRITES_PER_TX_MAX = 256
+
+RECEIPT_OK = 0
+RECEIPT_FAILED = 1
+
+
+class ContractError(Exception):
+    """A call that breaks a contract rule; the transaction fails, the block stays valid."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        self.code = code
+        self.detail = detail or code
+        super().__init__(f"{code}: {self.detail}")
+
+
+@dataclass(frozen=True, slots=True)
+class Event(enc.Record):
+    name: str
+    data: dict[str, Any]
+
+    WIRE: ClassVar[tuple[enc.FieldCheck, ...]] = (enc.text(64), enc.text_map)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt(enc.Record):
+    status: int
+    """RECEIPT_OK or RECEIPT_FAILED."""
+    code: str
+    """Empty on success; the contract's stable error code on failure."""
+    events: tuple[Event, ...]
+
+    WIRE: ClassVar[tuple[enc.FieldCheck, ...]] = (
+        enc.uint(8),
+        enc.text(64),
+        enc.array_of(enc.record(Event), EVENTS_PER_TX_MAX),
+    )
+
+    @property
+    def is_ok(self) -> bool:
+        return self.status == RECEIPT_OK
+
+
+@dataclass(frozen=True, slots=True)
+class BlockContext:
+    """What a contract may know about where it runs: no clock, no randomness."""
+
+    chain_id: str
+    height: int
+    timestamp_ms: int
+
+
+@dataclass
+class CallContext:
+    block: BlockContext
+    sender: str
+    state: StateView
+    events: list[Event]
+
+    def emit(self, name: str, **data: Any) -> None:
+        if len(self.events) >= EVENTS_PER_TX_MAX:
+            raise ContractError("too_many_events")
+        self.events.append(Event(name, data))
+
+
+Method = Callable[[CallContext, dict[str, Any]], None]
+_registry: dict[tuple[str, str], Method] = {}
+
+
+def register(contract: str, method: str) -> Callable[[Method], Method]:
+    def decorate(function: Method) -> Method:
+        assert (contract, method) not in _registry, (contract, method)
+        _registry[(contract, method)] = function
+        return function
+
+    return decorate
+
+
+def admit(view: StateView, signed: SignedTransaction, block: BlockContext, signature_ok: bool | None = None) -> None:
+    """Block-level rules for one transaction; a failure invalidates the block."""
+    tx = signed.body
+    member = view.get_member(tx.sender)
+    if member is None:
+        raise InvalidBlock("unknown_sender", f"{tx.sender} is not a member", height=block.height)
+    if signature_ok is None:
+        signature_ok = signed.is_signed_by(member.public_key, block.chain_id)
+    if not signature_ok:
+        raise InvalidBlock("invalid_signature", f"transaction from {tx.sender}", height=block.height)
+    account = view.get_account(tx.sender)
+    if tx.nonce != account.nonce:
+        raise InvalidBlock("bad_nonce", f"{tx.sender} nonce {tx.nonce}, expected {account.nonce}", height=block.height)
+    if tx.expiry_height and tx.expiry_height < block.height:
+        raise InvalidBlock("expired", f"expired at height {tx.expiry_height}", height=block.height)
+
+
+def execute_transaction(view: StateView, signed: SignedTransaction, block: BlockContext,
+                        signature_ok: bool | None = None) -> Receipt:
+    """Admit, consume the nonce, run the call atomically, return its receipt."""
+    admit(view, signed, block, signature_ok)
+    tx = signed.body
+    view.put_account(tx.sender, view.get_account(tx.sender).with_nonce(tx.nonce + 1))
+    method = _registry.get((tx.contract, tx.method))
+    if method is None:
+        return Receipt(RECEIPT_FAILED, "unknown_method", ())
+    call_view = view.child()
+    context = CallContext(block, tx.sender, call_view, [])
+    try:
+        method(context, tx.args)
+        if len(call_view.changes()) > WRITES_PER_TX_MAX:
+            raise ContractError("too_many_writes")
+    except ContractError as error:
+        return Receipt(RECEIPT_FAILED, error.code, ())
+    call_view.commit()
+    return Receipt(RECEIPT_OK, "", tuple(context.events))
+
+
+def execute_block(view: StateView, transactions: Sequence[SignedTransaction], block: BlockContext) -> list[Receipt]:
+    """Execute a block's transactions in order; signatures checked in one parallel batch."""
+    verdicts = _verify_signatures(view, transactions, block.chain_id)
+    return [execute_transaction(view, signed, block, ok) for signed, ok in zip(transactions, verdicts)]
+
+
+def _verify_signatures(view: StateView, transactions: Sequence[SignedTransaction], chain_id: str) -> list[bool | None]:
+    """Verify every signature whose key is known now (keys may rotate inside the block later)."""
+    items: list[tuple[bytes, bytes, bytes]] = []
+    for signed in transactions:
+        member = view.get_member(signed.body.sender)
+        key = member.public_key if member else b""
+        items.append((key, signed.body.signing_bytes(chain_id), signed.signature))
+    return list(keys.verify_many(items))
+
+
+def get_method(contract: str, method: str) -> Method | None:
+    return _registry.get((contract, method))
+
+
+for _record in (Event, Receipt):
+    enc.check_record_wire(_record)
+
+__all__ = [
+    "BlockContext",
+    "CallContext",
+    "ContractError",
+    "Event",
+    "Receipt",
+    "admit",
+    "execute_block",
+    "execute_transaction",
+    "get_method",
+    "register",
+]

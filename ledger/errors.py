@@ -1,0 +1,125 @@
+"""One error tree for everything a user (or a tampered input) can cause.
+
+    LedgerError                  any failure a user can cause; has a stable ``code``
+    ├── EncodingError            bytes that are not the one canonical encoding
+    ├── SignatureError           a signature that does not verify
+    ├── InvalidTransaction       a transaction that is malformed or not allowed
+    ├── InvalidBlock             a block, header or certificate that breaks a rule
+    ├── GenesisError             a genesis document that is malformed
+    ├── StoreError               the durable store cannot do what was asked
+    │   └── StoreCorruption      the store's bytes disagree with their hashes
+    └── VerificationFailure      the auditor's engine found a broken chain
+
+A state that should be impossible is our bug, not the user's: that is an
+``assert``, never one of these. Each code below is stable (clients and
+auditors match on it) and documented here, once; ``LedgerError`` refuses a
+code that is not in ``ERROR_CODES`` so no undocumented code can escape.
+"""
+
+from __future__ import annotations
+
+ERROR_CODES: dict[str, str] = {
+    # encoding
+    "malformed_encoding": "The bytes are not valid msgpack of the expected shape.",
+    "non_canonical_encoding": "The bytes decode but are not the canonical encoding of their value.",
+    "too_large": "The input exceeds a size or count limit.",
+    "wrong_type": "A field has the wrong type or is out of its range.",
+    # signatures
+    "invalid_signature": "A signature does not verify under the signer's key.",
+    "invalid_public_key": "A public key is not 32 bytes.",
+    # transactions
+    "invalid_name": "A member, contract, method or currency name breaks the naming rule.",
+    "unknown_sender": "The transaction's sender is not a registered member.",
+    "bad_nonce": "The transaction's nonce is not the sender's next nonce.",
+    "expired": "The transaction's expiry height has passed.",
+    # blocks and certificates
+    "wrong_chain": "The object belongs to another chain id.",
+    "wrong_height": "Heights are not consecutive from genesis.",
+    "wrong_parent": "A block does not link to its parent's hash.",
+    "wrong_tx_root": "A header's transaction root does not match its transactions.",
+    "wrong_log_root": "A header's transparency-log size or root does not match the log.",
+    "wrong_state_root": "A header's state root does not match the state.",
+    "wrong_validator_set": "A header's validator-set hash does not match the set in force.",
+    "wrong_timestamp": "A block's timestamp goes backwards.",
+    "bad_certificate": "A commit certificate is malformed or does not certify the block.",
+    "insufficient_voting_power": "A certificate's valid signatures hold no more than 2/3 of the power.",
+    "duplicate_signer": "A certificate names one validator twice.",
+    "unknown_validator": "A certificate names a validator outside the set in force.",
+    # genesis
+    "invalid_genesis": "The genesis document breaks a rule.",
+    "genesis_mismatch": "The store belongs to a different genesis.",
+    # store
+    "store_not_found": "No store exists at the given path.",
+    "store_corrupt": "Stored bytes disagree with their hashes or with each other.",
+    "store_conflict": "A write would change or skip an already stored height.",
+    "not_found": "The requested height, transaction or key does not exist.",
+    # verification
+    "chain_invalid": "The chain failed verification.",
+    "block_unreadable": "Stored or received block bytes are not the canonical encoding of a block.",
+    "wrong_block_hash": "A stored block hash does not match the hash of its header.",
+    "wrong_tx_index": "The transaction index disagrees with the blocks.",
+    "state_row_mismatch": "A state row disagrees with the state tree under the head's root.",
+    "supply_mismatch": "A currency's balances do not sum to issued minus redeemed.",
+}
+
+
+class LedgerError(Exception):
+    """Any failure a user or an outside input can cause; carries a stable code."""
+
+    code: str
+    detail: str
+    height: int | None
+
+    def __init__(self, code: str, detail: str = "", *, height: int | None = None) -> None:
+        assert code in ERROR_CODES, f"undocumented error code {code!r}"
+        self.code = code
+        self.detail = detail or ERROR_CODES[code]
+        self.height = height
+        where = f" at height {height}" if height is not None else ""
+        super().__init__(f"{code}{where}: {self.detail}")
+
+
+class EncodingError(LedgerError):
+    """Bytes that are not the one canonical encoding of an accepted value."""
+
+
+class SignatureError(LedgerError):
+    """A signature or public key that does not verify."""
+
+
+class InvalidTransaction(LedgerError):
+    """A transaction that is malformed or not allowed."""
+
+
+class InvalidBlock(LedgerError):
+    """A block, header or commit certificate that breaks a rule."""
+
+
+class GenesisError(LedgerError):
+    """A genesis document that is malformed or does not match the store."""
+
+
+class StoreError(LedgerError):
+    """The durable store cannot do what was asked."""
+
+
+class StoreCorruption(StoreError):
+    """Stored bytes disagree with their hashes: tampering or disk damage."""
+
+
+class VerificationFailure(LedgerError):
+    """The verification engine found a broken chain; ``height`` says where."""
+
+
+__all__ = [
+    "ERROR_CODES",
+    "EncodingError",
+    "GenesisError",
+    "InvalidBlock",
+    "InvalidTransaction",
+    "LedgerError",
+    "SignatureError",
+    "StoreCorruption",
+    "StoreError",
+    "VerificationFailure",
+]

@@ -1,0 +1,212 @@
+"""World state: typed records under byte keys, and copy-on-write views.
+
+The state is a map from byte keys to canonical record bytes:
+
+    member/<name>     Member      (name, public key, roles)
+    account/<name>    Account     (next nonce, balance per currency)
+    currency/<code>   CurrencySupply (exponent, issued, redeemed)
+    validators        ValidatorSet   (the set in force for the next height)
+
+Contracts add their own prefixes (``escrow/...``). The state tree
+(``ledger.smt``) authenticates every key/value pair under one root that
+each header carries. Execution runs against a ``StateView``: reads fall
+through to the committed state, writes stay in the view until it is
+committed into its parent or dropped. That is how one call, one leg or one
+block either applies all its writes or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from ledger import encoding as enc
+from ledger.genesis import CURRENCIES_MAX, Genesis, Member
+from ledger.validators import ValidatorSet
+
+KEY_BYTES_MAX = 256
+VALUE_BYTES_MAX = 64 * 1024
+BALANCE_MAX = 2**63 - 1
+"""No balance or supply may exceed this; sums are checked before they are written."""
+
+KEY_VALIDATORS = b"validators"
+
+
+def member_key(name: str) -> bytes:
+    return b"member/" + name.encode()
+
+
+def account_key(name: str) -> bytes:
+    return b"account/" + name.encode()
+
+
+def currency_key(code: str) -> bytes:
+    return b"currency/" + code.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Balance(enc.Record):
+    currency: str
+    amount_minor: int
+    """Integer count of the currency's minor unit; never negative."""
+
+    WIRE: ClassVar[tuple[enc.FieldCheck, ...]] = (enc.text(8), enc.uint(63))
+
+
+@dataclass(frozen=True, slots=True)
+class Account(enc.Record):
+    nonce: int
+    """The nonce the member's next transaction must carry."""
+    balances: tuple[Balance, ...]
+    """Sorted by currency; zero balances are omitted."""
+
+    WIRE: ClassVar[tuple[enc.FieldCheck, ...]] = (
+        enc.uint(63),
+        enc.array_of(enc.record(Balance), CURRENCIES_MAX),
+    )
+
+    def get_balance(self, currency: str) -> int:
+        for balance in self.balances:
+            if balance.currency == currency:
+                return balance.amount_minor
+        return 0
+
+    def with_balance(self, currency: str, amount_minor: int) -> Account:
+        assert 0 <= amount_minor <= BALANCE_MAX, (currency, amount_minor)
+        others = [b for b in self.balances if b.currency != currency]
+        if amount_minor:
+            others.append(Balance(currency, amount_minor))
+        return Account(self.nonce, tuple(sorted(others, key=lambda b: b.currency)))
+
+    def with_nonce(self, nonce: int) -> Account:
+        return Account(nonce, self.balances)
+
+
+EMPTY_ACCOUNT = Account(0, ())
+
+
+@dataclass(frozen=True, slots=True)
+class CurrencySupply(enc.Record):
+    code: str
+    exponent: int
+    issued_minor: int
+    """Everything ever issued; with redeemed, bounds what all balances may sum to."""
+    redeemed_minor: int
+
+    WIRE: ClassVar[tuple[enc.FieldCheck, ...]] = (enc.text(8), enc.uint(8), enc.uint(63), enc.uint(63))
+
+    @property
+    def outstanding_minor(self) -> int:
+        return self.issued_minor - self.redeemed_minor
+
+
+class StateReader(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+
+class EmptyState:
+    def get(self, key: bytes) -> bytes | None:
+        return None
+
+
+_DELETED = None
+
+
+class StateView:
+    """A copy-on-write view over a reader; ``commit`` folds it into its parent view."""
+
+    def __init__(self, base: StateReader) -> None:
+        self._base = base
+        self._writes: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._writes:
+            return self._writes[key]
+        return self._base.get(key)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        assert len(key) <= KEY_BYTES_MAX and len(value) <= VALUE_BYTES_MAX, key
+        self._writes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._writes[key] = _DELETED
+
+    def child(self) -> StateView:
+        return StateView(self)
+
+    def commit(self) -> None:
+        """Fold this view's writes into its parent (which must be a StateView)."""
+        assert isinstance(self._base, StateView), "only a child view can be committed"
+        self._base._writes.update(self._writes)
+        self._writes = {}
+
+    def changes(self) -> Mapping[bytes, bytes | None]:
+        return self._writes
+
+    # --- typed accessors ---
+
+    def get_account(self, name: str) -> Account:
+        data = self.get(account_key(name))
+        return EMPTY_ACCOUNT if data is None else Account.decode(data)
+
+    def put_account(self, name: str, account: Account) -> None:
+        self.set(account_key(name), account.encode())
+
+    def get_member(self, name: str) -> Member | None:
+        data = self.get(member_key(name))
+        return None if data is None else Member.decode(data)
+
+    def put_member(self, member: Member) -> None:
+        self.set(member_key(member.name), member.encode())
+
+    def get_currency(self, code: str) -> CurrencySupply | None:
+        data = self.get(currency_key(code))
+        return None if data is None else CurrencySupply.decode(data)
+
+    def put_currency(self, supply: CurrencySupply) -> None:
+        self.set(currency_key(supply.code), supply.encode())
+
+    def get_validator_set(self) -> ValidatorSet:
+        data = self.get(KEY_VALIDATORS)
+        assert data is not None, "the state always holds a validator set"
+        return ValidatorSet.decode(data)
+
+
+def compute_genesis_state(genesis: Genesis) -> dict[bytes, bytes]:
+    """The state at height 0: members, empty accounts, currencies, validators."""
+    view = StateView(EmptyState())
+    for member in genesis.members:
+        view.put_member(member)
+        view.put_account(member.name, EMPTY_ACCOUNT)
+    for currency in genesis.currencies:
+        view.put_currency(CurrencySupply(currency.code, currency.exponent, 0, 0))
+    view.set(KEY_VALIDATORS, genesis.validator_set.encode())
+    writes = view.changes()
+    return {key: value for key, value in writes.items() if value is not None}
+
+
+def iter_sorted(changes: Mapping[bytes, bytes | None]) -> Iterator[tuple[bytes, bytes | None]]:
+    for key in sorted(changes):
+        yield key, changes[key]
+
+
+for _record in (Balance, Account, CurrencySupply):
+    enc.check_record_wire(_record)
+
+__all__ = [
+    "Account",
+    "BALANCE_MAX",
+    "Balance",
+    "CurrencySupply",
+    "EMPTY_ACCOUNT",
+    "EmptyState",
+    "KEY_VALIDATORS",
+    "StateReader",
+    "StateView",
+    "account_key",
+    "compute_genesis_state",
+    "currency_key",
+    "iter_sorted",
+    "member_key",
+]

@@ -1,0 +1,316 @@
+"""The verification engine: the auditor's core, with no networking.
+
+``ChainVerifier`` takes the genesis (the only thing an auditor trusts,
+besides the validators' keys it names) and then blocks in height order,
+from a store or from any stream, and checks (numbers as in INTERFACE.md's
+"What ledger audit checks"):
+
+1. each block links to its parent's hash and heights are consecutive;
+2. each block's commit certificate holds valid, distinct precommits of
+   more than 2/3 of the voting power of the set in force at that height;
+3. each transaction is signed by its sender with the key in force, and its
+   nonce is the sender's next one;
+4. the header's transaction root, and the transparency log's size and root
+   after the block, match the transactions (the verifier keeps its own
+   O(log n) log frontier, so each checkpoint extends the previous one);
+5. (structural part; full replay through the contracts comes with them)
+   the block's recorded state changes turn the previous state root into the
+   header's state root.
+
+``verify_store`` adds what only a store has: the tx index, the stored log
+nodes, and every state row against the head's state root, plus the supply
+invariant per currency. It stops at the first failure and names its height
+and reason; it streams the chain and never holds it in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from ledger import keys, merkle, smt
+from ledger.block import Block, BlockHeader, CommitCertificate, compute_tx_root
+from ledger.errors import EncodingError, InvalidBlock, LedgerError, VerificationFailure
+from ledger.genesis import Genesis, Member
+from ledger.hashing import sha256
+from ledger.state import (
+    KEY_VALIDATORS,
+    Account,
+    CurrencySupply,
+    compute_genesis_state,
+)
+from ledger.store import OverlayNodeStore, Store, _decode_transactions
+from ledger.tlog import TransparencyLog
+from ledger.validators import ValidatorSet
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (height verified, head height) after each block."""
+
+
+class _FrontierOnlyLog:
+    """A log node store that keeps nothing: the verifier needs only the frontier."""
+
+    def get_node(self, level: int, index: int) -> bytes | None:
+        return None
+
+    def put_nodes(self, nodes: object) -> None:
+        pass
+
+
+@dataclass
+class VerificationReport:
+    """What was checked, and the first failure if any."""
+
+    ok: bool = True
+    blocks_verified: int = 0
+    transactions_verified: int = 0
+    head_height: int = 0
+    head_hash: bytes = b""
+    failure_height: int | None = None
+    failure_code: str = ""
+    failure_detail: str = ""
+    checks: list[str] = field(default_factory=list)
+
+    def fail(self, error: LedgerError, height: int | None) -> None:
+        self.ok = False
+        self.failure_height = error.height if error.height is not None else height
+        self.failure_code = error.code
+        self.failure_detail = error.detail
+
+    def describe(self) -> str:
+        if self.ok:
+            return (f"OK: {self.blocks_verified} blocks, {self.transactions_verified} transactions verified; "
+                    f"head {self.head_height} {self.head_hash.hex()[:16]}")
+        return f"FAILED at height {self.failure_height}: {self.failure_code}: {self.failure_detail}"
+
+
+class ChainVerifier:
+    """Checks 1-4 and structural 5 over blocks fed in height order."""
+
+    def __init__(self, genesis: Genesis, state_nodes: smt.NodeStore | None = None) -> None:
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.height = 0
+        self.head_hash = genesis.compute_hash()
+        self.timestamp_ms = 0
+        self.validator_set: ValidatorSet = genesis.validator_set
+        self.members: dict[str, Member] = {m.name: m for m in genesis.members}
+        self.nonces: dict[str, int] = {m.name: 0 for m in genesis.members}
+        self.log = TransparencyLog(_FrontierOnlyLog(), 0)  # type: ignore[arg-type]
+        self._tree = smt.StateTree(state_nodes) if state_nodes is not None else None
+        if self._tree is not None:
+            self.state_root = self._tree.update(smt.EMPTY_HASH, compute_genesis_state(genesis))
+        self.transactions_verified = 0
+
+    def verify_block(
+        self,
+        block: Block,
+        certificate: CommitCertificate,
+        state_changes: Mapping[bytes, bytes | None] | None = None,
+    ) -> None:
+        """Check one block against everything verified so far; raise on the first problem."""
+        header = block.header
+        height = self.height + 1
+        self._check_header_links(header, height)
+        block_hash = header.compute_hash()
+        if header.validator_set_hash != self.validator_set.compute_hash():
+            raise InvalidBlock("wrong_validator_set", height=height)
+        certificate.verify(self.chain_id, self.validator_set, block_hash, height)
+        tx_ids = self._check_transactions(block, height)
+        if header.tx_count != len(tx_ids) or compute_tx_root(tx_ids) != header.tx_root:
+            raise InvalidBlock("wrong_tx_root", f"{len(tx_ids)} transactions", height=height)
+        self.log.append_many(merkle.hash_leaf(tx_id) for tx_id in tx_ids)
+        if self.log.size != header.log_size or self.log.root() != header.log_root:
+            raise InvalidBlock("wrong_log_root", f"log size {self.log.size} vs header {header.log_size}", height=height)
+        if state_changes is not None:
+            self._apply_state_changes(header, state_changes, height)
+        self.height = height
+        self.head_hash = block_hash
+        self.timestamp_ms = header.timestamp_ms
+
+    def _check_header_links(self, header: BlockHeader, height: int) -> None:
+        if header.chain_id != self.chain_id:
+            raise InvalidBlock("wrong_chain", f"chain id {header.chain_id!r}", height=height)
+        if header.height != height:
+            raise InvalidBlock("wrong_height", f"expected height {height}, found {header.height}", height=height)
+        if header.parent_hash != self.head_hash:
+            raise InvalidBlock("wrong_parent", "parent hash does not match the previous block", height=height)
+        if header.timestamp_ms < self.timestamp_ms:
+            raise InvalidBlock("wrong_timestamp", height=height)
+
+    def _check_transactions(self, block: Block, height: int) -> list[bytes]:
+        items: list[tuple[bytes, bytes, bytes]] = []
+        for signed in block.transactions:
+            member = self.members.get(signed.body.sender)
+            if member is None:
+                raise InvalidBlock("unknown_sender", f"{signed.body.sender} is not a member", height=height)
+            items.append((member.public_key, signed.body.signing_bytes(self.chain_id), signed.signature))
+        verdicts = keys.verify_many(items)
+        tx_ids = []
+        for index, (signed, is_valid) in enumerate(zip(block.transactions, verdicts)):
+            tx = signed.body
+            if not is_valid:
+                raise InvalidBlock("invalid_signature", f"transaction {index} from {tx.sender}", height=height)
+            expected = self.nonces[tx.sender]
+            if tx.nonce != expected:
+                raise InvalidBlock("bad_nonce", f"transaction {index}: nonce {tx.nonce}, expected {expected}", height=height)
+            if tx.expiry_height and tx.expiry_height < height:
+                raise InvalidBlock("expired", f"transaction {index}", height=height)
+            self.nonces[tx.sender] = expected + 1
+            tx_ids.append(signed.tx_id)
+        self.transactions_verified += len(tx_ids)
+        return tx_ids
+
+    def _apply_state_changes(self, header: BlockHeader, changes: Mapping[bytes, bytes | None], height: int) -> None:
+        assert self._tree is not None, "state checks need a state node store"
+        new_root = self._tree.update(self.state_root, changes)
+        if new_root != header.state_root:
+            raise InvalidBlock("wrong_state_root", "recorded state changes do not give the header's root", height=height)
+        self.state_root = new_root
+        for key, value in changes.items():
+            self._follow_registry(key, value, height)
+
+    def _follow_registry(self, key: bytes, value: bytes | None, height: int) -> None:
+        """Track members, nonces and the validator set as the state changes them."""
+        if key.startswith(b"member/") and value is not None:
+            member = Member.decode(value)
+            self.members[member.name] = member
+            self.nonces.setdefault(member.name, 0)
+        elif key.startswith(b"account/") and value is not None:
+            name = key[len(b"account/"):].decode()
+            if Account.decode(value).nonce != self.nonces.get(name, 0):
+                raise InvalidBlock("bad_nonce", f"state nonce of {name} disagrees with its transactions", height=height)
+        elif key == KEY_VALIDATORS and value is not None:
+            self.validator_set = ValidatorSet.decode(value)
+
+
+def verify_store(store: Store, progress: ProgressCallback | None = None) -> VerificationReport:
+    """Verify every block of a store, then its index, log nodes and state rows."""
+    report = VerificationReport()
+    verifier = ChainVerifier(store.genesis, OverlayNodeStore(store._state_nodes))  # noqa: SLF001
+    if verifier.state_root != store.genesis_state_root:
+        report.fail(VerificationFailure("wrong_state_root", "genesis state root"), 0)
+        return report
+    head = _stored_head_height(store)
+    height = 0
+    try:
+        for height, block, certificate in _iter_stored_blocks(store, head):
+            verifier.verify_block(block, certificate, store.get_state_changes(height))
+            _check_tx_index(store, block, verifier.log.size - len(block.transactions))
+            report.blocks_verified += 1
+            if progress is not None:
+                progress(height, head)
+        height = head
+        _check_stored_log(store, verifier)
+        _check_state_rows(store, verifier.state_root, head)
+        _check_supply(store, head)
+    except LedgerError as error:
+        report.fail(error, height + (0 if error.height is not None else 1))
+    report.transactions_verified = verifier.transactions_verified
+    report.head_height = verifier.height
+    report.head_hash = verifier.head_hash
+    return report
+
+
+def _stored_head_height(store: Store) -> int:
+    row = store._conn.execute("SELECT MAX(height) FROM blocks").fetchone()  # noqa: SLF001
+    return int(row[0] or 0)
+
+
+def _iter_stored_blocks(store: Store, head: int) -> Iterator[tuple[int, Block, CommitCertificate]]:
+    expected = 1
+    for height, block_hash, header_bytes, tx_bytes, cert_bytes in store.iter_raw_block_rows(1, head):
+        if height != expected:
+            raise InvalidBlock("wrong_height", f"block {expected} is missing", height=expected)
+        try:
+            header = BlockHeader.decode(header_bytes)
+            transactions = _decode_transactions(tx_bytes)
+            certificate = CommitCertificate.decode(cert_bytes)
+        except EncodingError as error:
+            raise InvalidBlock("block_unreadable", error.detail, height=height) from error
+        if header.compute_hash() != block_hash:
+            raise InvalidBlock("wrong_block_hash", height=height)
+        yield height, Block(header, transactions), certificate
+        expected += 1
+
+
+def _check_tx_index(store: Store, block: Block, log_start: int) -> None:
+    height = block.header.height
+    for index, signed in enumerate(block.transactions):
+        location = store.get_tx_location(signed.tx_id)
+        if location is None or (location.height, location.index, location.log_index) != (height, index, log_start + index):
+            raise VerificationFailure("wrong_tx_index", f"transaction index wrong for tx {index}", height=height)
+
+
+def _check_stored_log(store: Store, verifier: ChainVerifier) -> None:
+    """The stored log (which serves proofs) must have the verified root at every size we reach."""
+    if store.log.size != verifier.log.size or store.log.root() != verifier.log.root():
+        raise InvalidBlock("wrong_log_root", "stored log nodes disagree with the verified log", height=verifier.height)
+    size = verifier.log.size
+    probe = 1
+    while probe < size:  # the root at every power of two reads a different set of stored nodes
+        store.log.root_at(probe)
+        probe *= 2
+
+
+def _check_state_rows(store: Store, state_root: bytes, head: int) -> None:
+    """Every state row, in tree order, must be exactly the tree's leaves under the head root."""
+    leaves = iter_state_leaves(store._state_nodes, state_root)  # noqa: SLF001
+    for key_hash, key, value, height in store.iter_state_rows():
+        leaf = next(leaves, None)
+        if key_hash != sha256(key):
+            raise VerificationFailure("state_row_mismatch", f"state row key hash wrong for {key!r}", height=height)
+        if leaf is None or leaf[0] != key_hash:
+            raise VerificationFailure("state_row_mismatch", f"state row {key!r} is not in the state tree", height=height)
+        if leaf[1] != sha256(value):
+            raise VerificationFailure("state_row_mismatch", f"state row {key!r} was altered", height=height)
+    if next(leaves, None) is not None:
+        raise VerificationFailure("state_row_mismatch", "a state tree entry has no state row", height=head)
+
+
+def iter_state_leaves(nodes: smt.NodeStore, root: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(key_hash, value_hash) of every leaf under ``root``, in key-hash order.
+
+    Depth-first, left before right, with an explicit stack of at most 256
+    entries; each node body is checked against its hash as it is read.
+    """
+    if root == smt.EMPTY_HASH:
+        return
+    stack = [root]
+    while stack:
+        node_hash = stack.pop()
+        body = nodes.get_node(node_hash)
+        if body is None or sha256(body) != node_hash:
+            raise VerificationFailure("state_row_mismatch", f"state tree node {node_hash.hex()[:16]} missing or altered")
+        if body[:1] == smt.LEAF_PREFIX:
+            yield body[1:33], body[33:65]
+            continue
+        assert body[:1] == smt.INTERNAL_PREFIX, body[:1]
+        left, right = body[1:33], body[33:65]
+        if right != smt.EMPTY_HASH:
+            stack.append(right)
+        if left != smt.EMPTY_HASH:
+            stack.append(left)
+
+
+def _check_supply(store: Store, head: int) -> None:
+    """For each currency, all balances sum to issued minus redeemed."""
+    totals: dict[str, int] = {}
+    outstanding: dict[str, int] = {}
+    for _key_hash, key, value, _height in store.iter_state_rows():
+        if key.startswith(b"account/"):
+            for balance in Account.decode(value).balances:
+                totals[balance.currency] = totals.get(balance.currency, 0) + balance.amount_minor
+        elif key.startswith(b"currency/"):
+            supply = CurrencySupply.decode(value)
+            outstanding[supply.code] = supply.outstanding_minor
+    for code in sorted(set(totals) | set(outstanding)):
+        if totals.get(code, 0) != outstanding.get(code, 0):
+            raise VerificationFailure(
+                "supply_mismatch",
+                f"{code}: balances sum to {totals.get(code, 0)}, issued minus redeemed is {outstanding.get(code, 0)}",
+                height=head,
+            )
+
+
+__all__ = ["ChainVerifier", "VerificationReport", "verify_store"]

@@ -1,0 +1,1 @@
+"""A running validator: consensus, its write-ahead log, transport, mempool, API."""

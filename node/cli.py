@@ -1,0 +1,165 @@
+"""The ``ledger`` command line (see docs and ../shared/INTERFACE.md for the stable names).
+
+Every failure a user can cause ends in one clear line on stderr and a
+non-zero exit code, never a stack trace: 1 when a check failed, 2 when the
+command could not run (bad arguments, missing files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from ledger import merkle, smt
+from ledger.errors import LedgerError
+from ledger.keyfile import save_key
+from ledger.keys import PrivateKey
+from ledger.state import Account, account_key
+from ledger.store import STORE_FILE_NAME, Store
+from ledger.verify import verify_store
+from node.devchain import build_demo_chain, create_demo_network
+from node.progress import ProgressBar
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_CANNOT_RUN = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_CANNOT_RUN
+    try:
+        return int(args.run(args))
+    except LedgerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description="Permissioned settlement ledger")
+    commands = parser.add_subparsers(title="commands")
+
+    demo = commands.add_parser("demo", help="build a demo chain of certified blocks and verify it")
+    demo.add_argument("--dir", type=Path, default=Path(".demo"), help="where keys, genesis and data go")
+    demo.add_argument("--blocks", type=int, default=50)
+    demo.add_argument("--txs-per-block", type=int, default=200)
+    demo.add_argument("--fresh", action="store_true", help="delete DIR first")
+    demo.set_defaults(run=_run_demo)
+
+    audit = commands.add_parser("audit", help="verify a chain's integrity from a node's data dir")
+    audit.add_argument("--data-dir", type=Path, action="append", required=True,
+                       help="a node's data dir (holding ledger.sqlite); repeatable")
+    audit.add_argument("--json", action="store_true", help="print a JSON report")
+    audit.set_defaults(run=_run_audit)
+
+    keygen = commands.add_parser("keygen", help="create an Ed25519 key file")
+    keygen.add_argument("--name", required=True)
+    keygen.add_argument("--out", type=Path, required=True)
+    keygen.set_defaults(run=_run_keygen)
+    return parser
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    directory: Path = args.dir
+    if args.blocks < 1 or args.txs_per_block < 1:
+        print("error: --blocks and --txs-per-block must be at least 1", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    if args.fresh and directory.exists():
+        shutil.rmtree(directory)
+    if (directory / "data" / STORE_FILE_NAME).exists():
+        print(f"error: {directory} already holds a demo chain; pass --fresh to rebuild it", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    network = create_demo_network(directory)
+    store = Store.create(directory / "data", network.genesis)
+    started = time.monotonic()
+    build_demo_chain(store, network, args.blocks, args.txs_per_block, ProgressBar("building"))
+    built_s = time.monotonic() - started
+    txs = store.count_txs()
+    print(f"built {store.head_height} certified blocks, {txs} transactions in {built_s:.1f}s "
+          f"({txs / built_s:,.0f} tx/s, fsynced per block) into {directory / 'data'}")
+    store.close()
+
+    store = Store.open(directory / "data", network.genesis)  # a reopen: reads the head only
+    print(f"reopened: head {store.head_height} {store.head_hash.hex()[:16]}")
+    report = verify_store(store, ProgressBar("verifying"))
+    print("verification:", report.describe())
+    _show_proofs(store)
+    store.close()
+    return EXIT_OK if report.ok else EXIT_CHECK_FAILED
+
+
+def _show_proofs(store: Store) -> None:
+    """Prove one balance against the head's state root and one transaction against its log root."""
+    header = store.head_header
+    assert header is not None
+    key = account_key("merchant-001")
+    value = store.get(key)
+    proof = store.tree.get_proof(header.state_root, key)
+    smt.verify_proof(header.state_root, key, value, proof)
+    account = Account.decode(value) if value else None
+    balance = account.get_balance("CNY") if account else 0
+    print(f"state proof: merchant-001 holds {balance / 100:,.2f} CNY at height {header.height} "
+          f"({len(proof.siblings)} sibling hashes, verified against the header's state root)")
+    block = store.get_block(header.height)
+    tx_id = block.transactions[0].tx_id
+    location = store.get_tx_location(tx_id)
+    assert location is not None
+    path = store.log.inclusion_proof(location.log_index, header.log_size)
+    merkle.verify_inclusion(merkle.hash_leaf(tx_id), location.log_index, header.log_size, path, header.log_root)
+    print(f"log proof: tx {tx_id.hex()[:16]} is leaf {location.log_index} of {header.log_size} "
+          f"({len(path)} hashes, verified against the header's log root)")
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    results = []
+    worst = EXIT_OK
+    for data_dir in args.data_dir:
+        try:
+            store = Store.open(data_dir)
+        except LedgerError as error:
+            results.append({"data_dir": str(data_dir), "ok": False, "could_run": error.code == "store_not_found",
+                            "height": error.height, "code": error.code, "detail": error.detail})
+            worst = max(worst, EXIT_CANNOT_RUN if error.code == "store_not_found" else EXIT_CHECK_FAILED)
+            continue
+        report = verify_store(store, None if args.json else ProgressBar(f"auditing {data_dir}"))
+        store.close()
+        results.append({"data_dir": str(data_dir), "ok": report.ok, "height": report.failure_height,
+                        "code": report.failure_code, "detail": report.failure_detail,
+                        "blocks": report.blocks_verified, "transactions": report.transactions_verified,
+                        "head_height": report.head_height, "head_hash": report.head_hash.hex()})
+        if not report.ok:
+            worst = max(worst, EXIT_CHECK_FAILED)
+    if args.json:
+        print(json.dumps({"ok": worst == EXIT_OK, "stores": results}, indent=2))
+    else:
+        for result in results:
+            if result["ok"]:
+                print(f"{result['data_dir']}: OK, {result['blocks']} blocks, {result['transactions']} transactions, "
+                      f"head {result['head_height']} {result['head_hash'][:16]}")
+            else:
+                print(f"{result['data_dir']}: FAILED at height {result['height']}: {result['code']}: {result['detail']}")
+    return worst
+
+
+def _run_keygen(args: argparse.Namespace) -> int:
+    if args.out.exists():
+        print(f"error: {args.out} exists; refusing to overwrite a key", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    key = PrivateKey.generate()
+    save_key(args.out, args.name, key)
+    print(json.dumps({"name": args.name, "public_key": key.public_key.hex(), "file": str(args.out)}))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
