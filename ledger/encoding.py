@@ -33,7 +33,7 @@ from ledger.errors import EncodingError
 MESSAGE_BYTES_MAX = 8 * 1024 * 1024
 """Largest encoded object accepted anywhere (a full block must fit)."""
 NESTING_DEPTH_MAX = 16
-"""Deepest nesting of arrays and maps in any accepted value."""
+"""Most levels of nested arrays and maps in any accepted value (a top-level array is level 1)."""
 CONTAINER_ITEMS_MAX = 100_000
 """Most items in one array or map."""
 INT_MIN = -(2**63)
@@ -49,46 +49,50 @@ def _reject_ext(code: int, data: bytes) -> Any:
 
 def _normalise(value: Any, depth: int) -> Any:
     """Check ``value`` is in the allowed domain and sort its maps' keys."""
-    if depth > NESTING_DEPTH_MAX:
-        raise EncodingError("too_large", "value nested too deeply")
-    if value is None or isinstance(value, (bool, bytes, str)):
+    kind = type(value)
+    if kind is bytes or kind is str or kind is bool or value is None:
         return value
-    if isinstance(value, int):
+    if kind is int:
         if not INT_MIN <= value <= INT_MAX:
             raise EncodingError("wrong_type", f"integer {value} out of range")
         return value
-    if isinstance(value, (list, tuple)):
+    if depth >= NESTING_DEPTH_MAX:
+        raise EncodingError("too_large", "value nested too deeply")
+    if kind is list or kind is tuple:
         if len(value) > CONTAINER_ITEMS_MAX:
             raise EncodingError("too_large", "array has too many items")
         return [_normalise(item, depth + 1) for item in value]
-    if isinstance(value, dict):
+    if kind is dict:
         if len(value) > CONTAINER_ITEMS_MAX:
             raise EncodingError("too_large", "map has too many items")
-        if not all(isinstance(key, str) for key in value):
+        if not all(type(key) is str for key in value):
             raise EncodingError("wrong_type", "map keys must be text")
         ordered = sorted(value, key=lambda key: key.encode("utf-8"))
         return {key: _normalise(value[key], depth + 1) for key in ordered}
-    raise EncodingError("wrong_type", f"type {type(value).__name__} cannot be encoded")
+    raise EncodingError("wrong_type", f"type {kind.__name__} cannot be encoded (only exact built-in types)")
 
 
 def encode(value: Any) -> bytes:
     """Encode a value canonically (tuples encode as arrays)."""
-    data = msgpack.packb(_normalise(value, 0), **_packer_options)
+    try:
+        data = msgpack.packb(_normalise(value, 0), **_packer_options)
+    except UnicodeEncodeError as error:  # e.g. a lone surrogate: not encodable as UTF-8
+        raise EncodingError("wrong_type", "text is not valid Unicode") from error
     assert isinstance(data, bytes)
     return data
 
 
 def _check_decoded(value: Any, depth: int) -> None:
     """Reject floats and over-deep values that msgpack itself accepts."""
-    if depth > NESTING_DEPTH_MAX:
-        raise EncodingError("too_large", "value nested too deeply")
-    if isinstance(value, float):
+    kind = type(value)
+    if kind is float:
         raise EncodingError("wrong_type", "floats are not allowed")
-    if isinstance(value, list):
-        for item in value:
-            _check_decoded(item, depth + 1)
-    elif isinstance(value, dict):
-        for item in value.values():
+    if kind is msgpack.Timestamp:  # ext type -1 bypasses ext_hook; it is an extension all the same
+        raise EncodingError("malformed_encoding", "extension type -1 (timestamp) is not allowed")
+    if kind is list or kind is dict:
+        if depth >= NESTING_DEPTH_MAX:
+            raise EncodingError("too_large", "value nested too deeply")
+        for item in value if kind is list else value.values():
             _check_decoded(item, depth + 1)
 
 
@@ -113,13 +117,31 @@ def decode(data: bytes, *, max_bytes: int = MESSAGE_BYTES_MAX) -> Any:
         raise
     except msgpack.ExtraData as error:
         raise EncodingError("malformed_encoding", "trailing bytes after the value") from error
-    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as error:
+    except ValueError as error:
+        if "exceeds max_" in str(error):  # msgpack's own container-size limit
+            raise EncodingError("too_large", str(error)) from error
+        raise EncodingError("malformed_encoding", str(error) or type(error).__name__) from error
+    except (TypeError, UnicodeDecodeError, RecursionError) as error:
         # msgpack's own errors (OutOfData, FormatError, StackError) are ValueErrors.
         raise EncodingError("malformed_encoding", str(error) or type(error).__name__) from error
     _check_decoded(value, 0)
     if encode(value) != data:
         raise EncodingError("non_canonical_encoding", "not the canonical encoding of its value")
     return value
+
+
+def encode_array_header(count: int) -> bytes:
+    """The canonical msgpack header of an array of ``count`` items."""
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 0x10000:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+def encode_array_of_encoded(items: Sequence[bytes]) -> bytes:
+    """``encode(list)`` from items that are each already canonical bytes (no re-walk)."""
+    return encode_array_header(len(items)) + b"".join(items)
 
 
 # --- Typed fields and records -------------------------------------------------------------
@@ -225,7 +247,7 @@ class Record:
     WIRE: ClassVar[tuple[FieldCheck, ...]]
 
     def to_wire(self) -> list[Any]:
-        return [_to_wire(getattr(self, f.name)) for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+        return [_to_wire(getattr(self, name)) for name in _wire_field_names(type(self))]
 
     @classmethod
     def from_wire(cls: type[T], value: Any) -> T:
@@ -243,6 +265,18 @@ class Record:
     @classmethod
     def decode(cls: type[T], data: bytes, *, max_bytes: int = MESSAGE_BYTES_MAX) -> T:
         return cls.from_wire(decode(data, max_bytes=max_bytes))  # type: ignore[attr-defined, no-any-return]
+
+
+_field_names: dict[type, tuple[str, ...]] = {}
+
+
+def _wire_field_names(cls: type) -> tuple[str, ...]:
+    """The dataclass fields that go on the wire: all but private caches (``_name``)."""
+    names = _field_names.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls) if not f.name.startswith("_"))
+        _field_names[cls] = names
+    return names
 
 
 def _to_wire(value: Any) -> Any:
@@ -270,7 +304,7 @@ def optional(check: FieldCheck) -> FieldCheck:
 def check_record_wire(cls: type[Record]) -> None:
     """Assert at import time that a record's ``WIRE`` matches its fields."""
     assert dataclasses.is_dataclass(cls), cls
-    assert len(cls.WIRE) == len(dataclasses.fields(cls)), cls
+    assert len(cls.WIRE) == len(_wire_field_names(cls)), cls
 
 
 def encode_all(records: Sequence[Record]) -> list[bytes]:
@@ -288,6 +322,8 @@ __all__ = [
     "check_record_wire",
     "decode",
     "encode",
+    "encode_array_header",
+    "encode_array_of_encoded",
     "fixed_bytes",
     "optional",
     "record",

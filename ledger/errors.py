@@ -6,6 +6,7 @@
     ├── InvalidTransaction       a transaction that is malformed or not allowed
     ├── InvalidBlock             a block, header or certificate that breaks a rule
     ├── GenesisError             a genesis document that is malformed
+    ├── MerkleError              ledger.merkle / ledger.tlog: bad proof or argument (also a ValueError)
     ├── StoreError               the durable store cannot do what was asked
     │   └── StoreCorruption      the store's bytes disagree with their hashes
     └── VerificationFailure      the auditor's engine found a broken chain
@@ -45,6 +46,19 @@ ERROR_CODES: dict[str, str] = {
     "insufficient_voting_power": "A certificate's valid signatures hold no more than 2/3 of the power.",
     "duplicate_signer": "A certificate names one validator twice.",
     "unknown_validator": "A certificate names a validator outside the set in force.",
+    # Merkle proofs and the transparency log
+    "invalid_inclusion_proof": "An RFC 9162 inclusion proof does not lead to the claimed root.",
+    "invalid_consistency_proof": "An RFC 9162 consistency proof does not link the two claimed roots.",
+    "invalid_leaf_hash": "A Merkle leaf hash is not 32 bytes.",
+    "index_out_of_range": "A leaf index is not below the tree size.",
+    "size_out_of_range": "A tree size is negative, too large, or beyond the log's current size.",
+    "batch_too_large": "One append carries more leaves than the log accepts at once.",
+    "log_full": "The log cannot grow past its largest size.",
+    "log_node_missing": "The log's node store lacks a node it must hold.",
+    "invalid_table_name": "A store table name is not a plain identifier.",
+    # state tree
+    "invalid_state_proof": "A state proof does not lead to the claimed state root.",
+    "state_root_not_found": "The state tree has no root with the given hash.",
     # genesis
     "invalid_genesis": "The genesis document breaks a rule.",
     "genesis_mismatch": "The store belongs to a different genesis.",

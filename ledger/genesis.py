@@ -121,11 +121,13 @@ class Genesis(enc.Record):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Genesis:
+        """Parse the JSON form strictly: integers must be JSON integers, keys hex."""
+        integer = _strict_int
         try:
             validators = ValidatorSet(
                 tuple(
                     sorted(
-                        (Validator(v["name"], bytes.fromhex(v["public_key"]), int(v["voting_power"]))
+                        (Validator(v["name"], bytes.fromhex(v["public_key"]), integer(v["voting_power"]))
                          for v in data["validators"]),
                         key=lambda v: v.name,
                     )
@@ -139,16 +141,18 @@ class Genesis(enc.Record):
                 )
             )
             currencies = tuple(
-                sorted((Currency(c["code"], int(c["exponent"])) for c in data["currencies"]), key=lambda c: c.code)
+                sorted((Currency(c["code"], integer(c["exponent"])) for c in data["currencies"]), key=lambda c: c.code)
             )
-            params = tuple(sorted((Param(k, int(v)) for k, v in data.get("params", {}).items()), key=lambda p: p.name))
-            genesis = cls(str(data["chain_id"]), int(data["genesis_time_ms"]), validators, members, currencies, params)
-        except LedgerError:
+            params = tuple(sorted((Param(k, integer(v)) for k, v in data.get("params", {}).items()), key=lambda p: p.name))
+            genesis = cls(str(data["chain_id"]), integer(data["genesis_time_ms"]), validators, members, currencies, params)
+            # Round-trip through the canonical encoding so every typed check runs.
+            return cls.decode(genesis.encode())
+        except GenesisError:
             raise
+        except LedgerError as error:
+            raise GenesisError("invalid_genesis", error.detail) from error
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise GenesisError("invalid_genesis", f"malformed genesis JSON: {error!r}") from error
-        # Round-trip through the canonical encoding so every typed check runs.
-        return cls.decode(genesis.encode())
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -160,6 +164,13 @@ class Genesis(enc.Record):
         except (OSError, json.JSONDecodeError) as error:
             raise GenesisError("invalid_genesis", f"cannot read genesis {path}: {error}") from error
         return cls.from_json(data)
+
+
+def _strict_int(value: Any) -> int:
+    """A JSON integer, never a float, boolean or string that happens to convert."""
+    if type(value) is not int:
+        raise GenesisError("invalid_genesis", f"expected an integer, got {value!r}")
+    return value
 
 
 def check_genesis(genesis: Genesis) -> None:

@@ -39,6 +39,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from ledger.errors import LedgerError
+
 __all__ = [
     "EMPTY_ROOT",
     "HASH_BYTES",
@@ -78,13 +80,11 @@ assert TREE_SIZE_MAX.bit_length() + 1 <= PROOF_HASHES_MAX
 assert len(EMPTY_ROOT) == HASH_BYTES
 
 
-class MerkleError(ValueError):
+class MerkleError(LedgerError, ValueError):
     """A Merkle function got arguments it cannot work with (bad hash, bad index)."""
 
     def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
+        super().__init__(code, detail)
 
 
 class ProofError(MerkleError):
@@ -125,9 +125,10 @@ def _root_of_checked(leaf_hashes: Sequence[bytes]) -> bytes:
     sha256 = hashlib.sha256
     level = list(leaf_hashes)
     while len(level) > 1:
-        pairs = iter(level)
+        pairs = iter(level)  # zip(pairs, pairs) yields neighbours; an odd last node is left over
         parents = [
-            sha256(_NODE_PREFIX + left + right).digest() for left, right in zip(pairs, pairs)
+            sha256(_NODE_PREFIX + left + right).digest()
+            for left, right in zip(pairs, pairs, strict=False)
         ]
         if len(level) % 2:
             parents.append(level[-1])

@@ -27,13 +27,41 @@ Sparse Merkle Trees", 2016):
   The 0x10/0x11 prefixes keep a leaf from being read as an internal node
   and stay clear of RFC 9162's 0x00/0x01 and of ``ledger.hashing``'s tags.
 
-Storage: nodes are content-addressed. A node's stored body is exactly the
-bytes its hash is taken over (``0x10 || key_hash || value_hash`` or
-``0x11 || left || right``, 65 bytes each), so ``hash = SHA-256(body)`` and a
-body read back from disk is checked by hashing it: a tampered node raises
-``StateCorruptionError``. EMPTY is never stored. Nodes are immutable, so
-every old root stays readable and provable; nothing is pruned for now (a
-later garbage collector may delete nodes unreachable from retained roots).
+Storage (node-local, not part of the protocol): the binary tree is cut
+into pages of ``PAGE_LEVELS`` = 3 levels, like Jellyfish's 16-ary nodes but
+8-ary. A page starts at an internal node at depth 0, 3, 6, ... and holds
+that node's binary subtree down to 3 levels below it: internal nodes inside
+the page inline, leaves and EMPTY subtrees inline wherever they sit, and
+each internal node at the page's bottom as a reference to its own page.
+Pages are content-addressed: the key is the binary hash of the page's top
+node (for a one-entry state, the root leaf is a page of its own). Entries,
+in preorder::
+
+    EMPTY     0x00                                               1 byte
+    LEAF      0x01 || key_hash || value_hash                     65 bytes
+    REF       0x02 || node_hash            (only at the bottom)  33 bytes
+    INTERNAL  0x03 || node_hash || size (u16, whole entry) || left || right
+
+Why pages: with one row per binary node a block of 1,000 writes at
+N = 1,000,000 writes ~12,000 rows at random keys, and SQLite spends
+~15-25 us on each; a 3-level page cuts that to ~3,000 rows, and at most
+765 bytes a page stays within one 4 KiB SQLite page (a larger row in a
+WITHOUT ROWID table spills to overflow pages). See scripts/bench_state_root.py.
+
+Checking what is read: a page's top entry must carry the hash it was
+requested by, and every internal entry a walk enters is re-hashed from its
+two children (a leaf child from its key_hash and value_hash) and compared
+with its stored hash, so every hash, key_hash and value_hash the tree uses
+is bound to the root by SHA-256. A tampered or malformed page raises
+``StateCorruptionError`` when a walk reaches the altered bytes, so it can
+never change a computed root or a proof; bytes no walk has reached (a
+sibling subtree copied unchanged into a rewritten page) are carried as
+they are and checked when a walk first reaches them. Checking the walked
+path only costs a few hashes per page, where re-hashing every page read
+would cost up to fifteen. EMPTY is never stored. Pages are
+immutable, so every old root stays readable and provable; nothing is
+pruned for now (a later garbage collector may delete pages unreachable
+from the roots it keeps).
 
 Proofs: ``StateProof.siblings`` lists the sibling hash at each level from
 the root down to the level where the key's path ends (its own leaf, an
@@ -42,9 +70,9 @@ EMPTY subtree, or another key's leaf that shares the prefix, given as
 value (None for absence) and the proof.
 
 Update cost: ``StateTree.update`` sorts the changed key hashes and descends
-the tree once, level by level, reading all nodes one level needs in one
+the tree once, level by level, reading all pages one level enters in one
 store call (``NodeStore.get_nodes``); shared upper paths are read and hashed
-once per batch.
+once per batch, and only the pages on changed paths are rewritten.
 """
 
 from __future__ import annotations
@@ -56,11 +84,11 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import msgpack
 
-from ledger.errors import StoreCorruption, StoreError
+from ledger.errors import LedgerError, StoreCorruption, StoreError
 
 __all__ = [
     "EMPTY_HASH",
@@ -68,7 +96,12 @@ __all__ = [
     "INTERNAL_PREFIX",
     "KEY_HASH_BITS",
     "LEAF_PREFIX",
-    "NODE_BODY_BYTES",
+    "PAGE_BYTES_MAX",
+    "PAGE_EMPTY",
+    "PAGE_INTERNAL",
+    "PAGE_LEAF",
+    "PAGE_LEVELS",
+    "PAGE_REF",
     "PROOF_BYTES_MAX",
     "SIBLINGS_MAX",
     "MemoryNodeStore",
@@ -97,50 +130,70 @@ LEAF_PREFIX = b"\x10"
 """First byte of a leaf's hashed body."""
 INTERNAL_PREFIX = b"\x11"
 """First byte of an internal node's hashed body."""
-NODE_BODY_BYTES = 1 + 2 * HASH_BYTES
-"""Both node kinds hash (and store) one prefix byte and two hashes."""
 SIBLINGS_MAX = KEY_HASH_BITS
 """A leaf sits at depth <= 256 (two keys whose hashes differ only in the last bit)."""
 PROOF_BYTES_MAX = 1 + 3 + SIBLINGS_MAX * (2 + HASH_BYTES) + 1 + 2 * (2 + HASH_BYTES)
 """Outer fixarray, array16 of bin8 siblings, fixarray of two bin8 hashes."""
+
+PAGE_LEVELS = 3
+"""Binary levels stored together in one page (8 children at the bottom)."""
+PAGE_EMPTY = 0x00
+"""Page entry tag: an EMPTY subtree (1 byte)."""
+PAGE_LEAF = 0x01
+"""Page entry tag: a leaf, followed by key_hash and value_hash (65 bytes)."""
+PAGE_REF = 0x02
+"""Page entry tag: an internal node at the page's bottom, stored as its own page (33 bytes)."""
+PAGE_INTERNAL = 0x03
+"""Page entry tag: an internal node inside the page, then hash, u16 size, left, right."""
+PAGE_BYTES_MAX = (2**PAGE_LEVELS - 1) * (1 + HASH_BYTES + 2) + 2**PAGE_LEVELS * (1 + 2 * HASH_BYTES)
+"""A full page: every inner position internal, every bottom position a leaf."""
+
 SQLITE_READ_NODES_MAX = 512
 """Most hashes in one ``SELECT ... IN (...)``, below SQLite's old 999-variable limit."""
-CACHE_NODES_DEFAULT = 1 << 17
-"""Default bound of ``SqliteNodeStore``'s node cache (about 30 MiB of bytes objects)."""
+CACHE_NODES_DEFAULT = 1 << 15
+"""Default bound of ``SqliteNodeStore``'s page cache (pages average well under 1 KiB)."""
 
-assert SIBLINGS_MAX <= 0xFFFF  # the siblings array fits an array16 header, as PROOF_BYTES_MAX assumes
+SQLITE_ROW_BYTES_LOCAL_MAX = (4096 - 12) * 64 // 255 - 23
+"""Largest WITHOUT ROWID row SQLite keeps inside one 4 KiB page (1002 bytes)."""
+
+assert SIBLINGS_MAX <= 0xFFFF  # the siblings fit an array16 header, as PROOF_BYTES_MAX assumes
 assert SQLITE_READ_NODES_MAX < 999  # one read chunk binds fewer variables than any SQLite allows
+assert PAGE_BYTES_MAX <= 0xFFFF  # an entry's size fits its u16 field
+# A row (key, body and a record header of a few bytes) never spills to an overflow page.
+assert PAGE_BYTES_MAX + HASH_BYTES + 8 <= SQLITE_ROW_BYTES_LOCAL_MAX
 
-_LEAF_TAG = LEAF_PREFIX[0]
-_INTERNAL_TAG = INTERNAL_PREFIX[0]
+_HASH_END = 1 + HASH_BYTES  # an entry's hash (or a leaf's key_hash) follows its tag byte
+_LEAF_ENTRY_BYTES = 1 + 2 * HASH_BYTES
+_REF_ENTRY_BYTES = 1 + HASH_BYTES
+_INTERNAL_HEADER_BYTES = 1 + HASH_BYTES + 2
+_LEAF_ENTRY_TAG = bytes([PAGE_LEAF])
+_REF_ENTRY_TAG = bytes([PAGE_REF])
+_INTERNAL_ENTRY_TAG = bytes([PAGE_INTERNAL])
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _sha256 = hashlib.sha256
 
 # --- Errors --------------------------------------------------------------------------------
 
 
-class StateProofError(ValueError):
+class StateProofError(LedgerError, ValueError):
     """A state proof is malformed or does not prove the claim against the root."""
 
-    code: ClassVar[str] = "invalid_state_proof"
-
     def __init__(self, detail: str) -> None:
-        super().__init__(f"{self.code}: {detail}")
-        self.detail = detail
+        super().__init__("invalid_state_proof", detail)
 
 
 class StateCorruptionError(StoreCorruption):
-    """A state node read from the store is missing or disagrees with its hash."""
+    """A state page read from the store is missing, malformed, or disagrees with its hashes."""
 
     def __init__(self, detail: str) -> None:
         super().__init__("store_corrupt", detail)
 
 
 class StateRootNotFoundError(StoreError):
-    """The store holds no node for the requested (non-empty) root."""
+    """The store holds no page for the requested (non-empty) root."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__("not_found", detail)
+        super().__init__("state_root_not_found", detail)
 
 
 # --- Hash rules ----------------------------------------------------------------------------
@@ -303,7 +356,11 @@ def _compute_path_end(key_int: int, value: bytes | None, proof: StateProof) -> b
 
 
 class NodeStore(Protocol):
-    """Content-addressed node bodies: ``node_hash = SHA-256(body)``."""
+    """Content-addressed stored nodes (the tree stores pages): hash -> encoded body.
+
+    The store is not trusted: ``StateTree`` checks what it reads against
+    the hashes that name it.
+    """
 
     def get_node(self, node_hash: bytes) -> bytes | None:
         """The body stored under ``node_hash``, or None."""
@@ -319,7 +376,7 @@ class NodeStore(Protocol):
 
 
 class MemoryNodeStore:
-    """A dict of nodes, for tests and for verifiers that rebuild a state in memory."""
+    """A dict of stored nodes, for tests and for verifiers that rebuild a state in memory."""
 
     def __init__(self) -> None:
         self.nodes: dict[bytes, bytes] = {}
@@ -338,13 +395,14 @@ class MemoryNodeStore:
 
 
 class SqliteNodeStore:
-    """Nodes in one SQLite table, plus a bounded cache of recently used nodes.
+    """Stored nodes in one SQLite table, plus a bounded cache of recently used ones.
 
-    The store never begins, commits or rolls back: the caller writes a whole
-    block in its own transaction (with the sqlite3 module's default
-    isolation level, the first INSERT opens it implicitly). The cache is
-    write-through, so the upper nodes a block rewrites are hot for the next
-    block; if the caller rolls back, the cache may still hold bodies the
+    The table is ``(hash BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT
+    ROWID``, created if missing. The store never begins, commits or rolls
+    back: the caller writes a whole block in its own transaction (with the
+    sqlite3 module's default isolation level, the first INSERT opens it
+    implicitly). The cache is write-through, so the upper pages a block
+    rewrites are hot for the next block; if the caller rolls back, the cache may still hold bodies the
     table lost, which is harmless because a body is only ever served under
     its own hash (and ``put_nodes`` always writes to the table).
 
@@ -360,15 +418,17 @@ class SqliteNodeStore:
         table: str = "state_nodes",
         cache_nodes_max: int = CACHE_NODES_DEFAULT,
     ) -> None:
+        # The table name is spliced into SQL, so it must be a plain identifier.
         if _TABLE_NAME.fullmatch(table) is None:
-            raise ValueError(f"table name {table!r} is not a plain identifier")
-        if cache_nodes_max < 0:
-            raise ValueError("cache_nodes_max must be >= 0")
+            raise StoreError("invalid_table_name", f"table name {table!r} is not an identifier")
+        assert cache_nodes_max >= 0, cache_nodes_max
         self._conn = conn
         self._table = table
         self._generation_nodes_max = cache_nodes_max // 2
         self._young: dict[bytes, bytes] = {}
         self._old: dict[bytes, bytes] = {}
+        self.rows_read = 0
+        """Rows fetched from SQLite so far (cache misses), for the benchmark."""
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {table} "
             "(hash BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID"
@@ -387,8 +447,10 @@ class SqliteNodeStore:
         row = self._conn.execute(self._select_one, (node_hash,)).fetchone()
         if row is None:
             return None
-        self._put_cached(node_hash, row[0])
-        return bytes(row[0])
+        self.rows_read += 1
+        stored: bytes = row[0]
+        self._put_cached(node_hash, stored)
+        return stored
 
     def get_nodes(self, node_hashes: Sequence[bytes]) -> Mapping[bytes, bytes]:
         found: dict[bytes, bytes] = {}
@@ -419,7 +481,9 @@ class SqliteNodeStore:
         padded = chunk + [chunk[0]] * (size - len(chunk))
         marks = ",".join("?" * size)
         sql = f"SELECT hash, body FROM {self._table} WHERE hash IN ({marks})"
-        return self._conn.execute(sql, padded).fetchall()
+        rows: list[tuple[bytes, bytes]] = self._conn.execute(sql, padded).fetchall()
+        self.rows_read += len(rows)
+        return rows
 
     def _get_cached(self, node_hash: bytes) -> bytes | None:
         body = self._young.get(node_hash)
@@ -442,11 +506,14 @@ class SqliteNodeStore:
 
 _Entry = tuple[int, bytes, bytes]
 """A leaf to build: (key_hash as int, key_hash, value_hash)."""
-_Result = tuple[bytes, bool | None]
-"""A subtree after the batch: (hash, is it a leaf; None = unchanged, not read)."""
-_Split = tuple[bytes, bytes, int, int]
-"""An internal node to rebuild: old left, old right, index of each changed child or -1."""
+_Result = tuple[int, bytes, bytes]
+"""A subtree after the batch: (page entry tag, hash, its entry bytes in the parent's page)."""
+_Split = tuple[_Result | None, _Result | None, int, int]
+"""An internal node to rebuild: each child's old result if unchanged, else its index below."""
+_Frontier = list[tuple[bytes, int, int, int]]
+"""Positions to visit at one level: (page body, entry offset, first change, end of changes)."""
 _entry_int = itemgetter(0)
+_EMPTY_RESULT: _Result = (PAGE_EMPTY, EMPTY_HASH, bytes([PAGE_EMPTY]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,61 +544,68 @@ class StateTree:
         """A proof of ``key``'s value, or of its absence, under ``root``."""
         key_hash = compute_key_hash(key)
         siblings, leaf = self._walk(root, key_hash)
-        if leaf is None or leaf[1 : 1 + HASH_BYTES] == key_hash:
+        if leaf is None or leaf[0] == key_hash:
             return StateProof(siblings=tuple(siblings))
-        other = (leaf[1 : 1 + HASH_BYTES], leaf[1 + HASH_BYTES :])
-        return StateProof(siblings=tuple(siblings), other_leaf=other)
+        return StateProof(siblings=tuple(siblings), other_leaf=leaf)
 
     def get_value_hash(self, root: bytes, key: bytes) -> bytes | None:
         """SHA-256 of ``key``'s value under ``root``, or None when the key is absent."""
         key_hash = compute_key_hash(key)
         _, leaf = self._walk(root, key_hash)
-        if leaf is None or leaf[1 : 1 + HASH_BYTES] != key_hash:
+        if leaf is None or leaf[0] != key_hash:
             return None
-        return leaf[1 + HASH_BYTES :]
+        return leaf[1]
 
-    def _walk(self, root: bytes, key_hash: bytes) -> tuple[list[bytes], bytes | None]:
-        """Siblings down the key's path, and the leaf body it ends in (None: EMPTY)."""
+    def _walk(self, root: bytes, key_hash: bytes) -> tuple[list[bytes], tuple[bytes, bytes] | None]:
+        """Siblings down the key's path, and the (key_hash, value_hash) of the leaf it ends in."""
         _check_root(root)
-        key_int = int.from_bytes(key_hash, "big")
         siblings: list[bytes] = []
-        node_hash = root
-        while node_hash != EMPTY_HASH:
-            body = self._read_node(node_hash, is_root=not siblings)
-            if body[0] == _LEAF_TAG:
-                return siblings, body
-            if len(siblings) == KEY_HASH_BITS:
-                raise StateCorruptionError("internal node below depth 255")
-            left, right = body[1 : 1 + HASH_BYTES], body[1 + HASH_BYTES :]
+        if root == EMPTY_HASH:
+            return siblings, None
+        key_int = int.from_bytes(key_hash, "big")
+        body, offset = self._load_pages([root], is_root=True)[root], 0
+        while True:
+            tag = body[offset]
+            if tag == PAGE_EMPTY:
+                return siblings, None
+            if tag == PAGE_LEAF:
+                key_hash_end, leaf_end = offset + _HASH_END, offset + _LEAF_ENTRY_BYTES
+                return siblings, (body[offset + 1 : key_hash_end], body[key_hash_end:leaf_end])
+            if tag == PAGE_REF:
+                page_hash = body[offset + 1 : offset + _HASH_END]
+                body, offset = self._load_pages([page_hash], is_root=False)[page_hash], 0
+            left_offset, _, left_hash, right_offset, _, right_hash = _open_internal(
+                body, offset, len(siblings))
             if _path_bit(key_int, len(siblings)):
-                siblings.append(left)
-                node_hash = right
+                siblings.append(left_hash)
+                offset = right_offset
             else:
-                siblings.append(right)
-                node_hash = left
-        return siblings, None
+                siblings.append(right_hash)
+                offset = left_offset
 
     # Update ---------------------------------------------------------------------------------
 
     def update(self, root: bytes, changes: Mapping[bytes, bytes | None]) -> bytes:
         """Apply a batch (value None deletes the key) and return the new root.
 
-        New nodes are written to the store; the old root stays valid.
+        New pages are written to the store; the old root stays valid.
         """
         _check_root(root)
         if not changes:
             return root
         batch = _sort_changes(changes)
-        new_nodes: dict[bytes, bytes] = {}
-        plans = self._descend(root, batch, new_nodes)
-        new_root = self._ascend(plans, new_nodes)
-        self._store.put_nodes(new_nodes.items())
-        return new_root
+        new_pages: dict[bytes, bytes] = {}
+        plans = self._descend(root, batch, new_pages)
+        result = _ascend(plans, new_pages)
+        if result[0] == PAGE_LEAF:
+            new_pages[result[1]] = result[2]  # a one-entry state: its leaf is the root page
+        self._store.put_nodes(new_pages.items())
+        return result[1]
 
     def _descend(
-        self, root: bytes, batch: _Batch, new_nodes: dict[bytes, bytes]
+        self, root: bytes, batch: _Batch, new_pages: dict[bytes, bytes]
     ) -> list[list[_Result | _Split]]:
-        """Walk down level by level, reading each level's nodes in one store call.
+        """Walk down level by level; every page a level enters is read in one store call.
 
         Each visited position gets a plan: an EMPTY or LEAF position is
         rebuilt from its entries at once (a ``_Result``); an INTERNAL one is
@@ -539,92 +613,63 @@ class StateTree:
         form the next level's frontier.
         """
         key_ints = batch.key_ints
-        frontier: list[tuple[bytes, int, int]] = [(root, 0, len(key_ints))]
+        root_body = bytes([PAGE_EMPTY])
+        if root != EMPTY_HASH:
+            root_body = self._load_pages([root], is_root=True)[root]
+        frontier: _Frontier = [(root_body, 0, 0, len(key_ints))]
         plans: list[list[_Result | _Split]] = []
         depth = 0
         while frontier:
-            bodies = self._read_nodes([h for h, _, _ in frontier if h != EMPTY_HASH], depth == 0)
+            frontier = self._enter_pages(frontier)
             level: list[_Result | _Split] = []
-            next_frontier: list[tuple[bytes, int, int]] = []
-            for node_hash, lo, hi in frontier:
-                body = bodies[node_hash] if node_hash != EMPTY_HASH else None
-                if body is None or body[0] == _LEAF_TAG:
-                    level.append(_rebuild(body, batch, lo, hi, depth, new_nodes))
+            next_frontier: _Frontier = []
+            for body, offset, lo, hi in frontier:
+                if body[offset] != PAGE_INTERNAL:
+                    level.append(_rebuild(body, offset, batch, lo, hi, depth, new_pages))
                     continue
-                if depth == KEY_HASH_BITS:
-                    raise StateCorruptionError("internal node below depth 255")
+                left_offset, left_size, left_hash, right_offset, right_size, right_hash = (
+                    _open_internal(body, offset, depth))
                 shift = KEY_HASH_BITS - 1 - depth
                 mid = bisect_left(key_ints, ((key_ints[lo] >> shift) | 1) << shift, lo, hi)
-                left, right = body[1 : 1 + HASH_BYTES], body[1 + HASH_BYTES :]
+                left_old = right_old = None
                 left_index = right_index = -1
                 if lo < mid:
                     left_index = len(next_frontier)
-                    next_frontier.append((left, lo, mid))
+                    next_frontier.append((body, left_offset, lo, mid))
+                else:
+                    left_old = (body[left_offset], left_hash,
+                                body[left_offset : left_offset + left_size])
                 if mid < hi:
                     right_index = len(next_frontier)
-                    next_frontier.append((right, mid, hi))
-                level.append((left, right, left_index, right_index))
+                    next_frontier.append((body, right_offset, mid, hi))
+                else:
+                    right_old = (body[right_offset], right_hash,
+                                 body[right_offset : right_offset + right_size])
+                level.append((left_old, right_old, left_index, right_index))
             plans.append(level)
             frontier = next_frontier
             depth += 1
         return plans
 
-    def _ascend(self, plans: list[list[_Result | _Split]], new_nodes: dict[bytes, bytes]) -> bytes:
-        """Hash the rebuilt levels bottom-up; the one result of level 0 is the new root."""
-        below: list[_Result] = []
-        for level in reversed(plans):
-            results: list[_Result] = []
-            for plan in level:
-                if len(plan) == 2:
-                    results.append(plan)  # type: ignore[arg-type]
-                    continue
-                left, right, left_index, right_index = plan  # type: ignore[misc]
-                new_left = below[left_index] if left_index >= 0 else (left, None)
-                new_right = below[right_index] if right_index >= 0 else (right, None)
-                results.append(self._join(new_left, new_right, new_nodes))
-            below = results
-        assert len(below) == 1
-        return below[0][0]
+    def _enter_pages(self, frontier: _Frontier) -> _Frontier:
+        """Replace every reference in the frontier by the root entry of its page."""
+        refs = [body[offset + 1 : offset + _HASH_END] for body, offset, _, _ in frontier
+                if body[offset] == PAGE_REF]
+        if not refs:
+            return frontier
+        pages = self._load_pages(refs, is_root=False)
+        entered: _Frontier = []
+        for body, offset, lo, hi in frontier:
+            if body[offset] == PAGE_REF:
+                body, offset = pages[body[offset + 1 : offset + _HASH_END]], 0
+            entered.append((body, offset, lo, hi))
+        return entered
 
-    def _join(self, left: _Result, right: _Result, new_nodes: dict[bytes, bytes]) -> _Result:
-        """The subtree over two children, keeping the tree compact.
-
-        A lone leaf beside an EMPTY sibling moves up (its hash does not
-        depend on its depth); two EMPTY children make an EMPTY subtree.
-        """
-        left_hash, right_hash = left[0], right[0]
-        if left_hash == EMPTY_HASH:
-            if right_hash == EMPTY_HASH:
-                return EMPTY_HASH, False
-            if self._is_leaf(right):
-                return right_hash, True
-        elif right_hash == EMPTY_HASH and self._is_leaf(left):
-            return left_hash, True
-        body = INTERNAL_PREFIX + left_hash + right_hash
-        node_hash = _sha256(body).digest()
-        new_nodes[node_hash] = body
-        return node_hash, False
-
-    def _is_leaf(self, result: _Result) -> bool:
-        """Whether a subtree is a leaf; reads it only if the batch left it unchanged."""
-        if result[1] is not None:
-            return result[1]
-        return self._read_node(result[0], is_root=False)[0] == _LEAF_TAG
-
-    # Node reads -----------------------------------------------------------------------------
-
-    def _read_node(self, node_hash: bytes, is_root: bool) -> bytes:
-        body = self._store.get_node(node_hash)
-        _check_node(node_hash, body, is_root)
-        assert body is not None
-        return body
-
-    def _read_nodes(self, node_hashes: list[bytes], is_root: bool) -> Mapping[bytes, bytes]:
-        if not node_hashes:
-            return {}
-        bodies = self._store.get_nodes(node_hashes)
-        for node_hash in node_hashes:
-            _check_node(node_hash, bodies.get(node_hash), is_root)
+    def _load_pages(self, page_hashes: list[bytes], is_root: bool) -> Mapping[bytes, bytes]:
+        """Read pages and check each one's root entry names the hash it was read by."""
+        bodies = self._store.get_nodes(page_hashes)
+        for page_hash in page_hashes:
+            _check_page(page_hash, bodies.get(page_hash), is_root)
         return bodies
 
 
@@ -633,16 +678,68 @@ def _check_root(root: bytes) -> None:
     assert type(root) is bytes and len(root) == HASH_BYTES, root
 
 
-def _check_node(node_hash: bytes, body: bytes | None, is_root: bool) -> None:
-    """A missing root is an unknown root; a missing or altered node below it is corruption."""
+def _check_page(page_hash: bytes, body: bytes | None, is_root: bool) -> None:
+    """A missing root is an unknown root; a missing or altered page below it is corruption.
+
+    Only the page's root entry is checked here; the entries below it are
+    checked against their parent's hash as the walk enters them
+    (``_open_internal``).
+    """
     if body is None:
         if is_root:
-            raise StateRootNotFoundError(f"no state with root {node_hash.hex()}")
-        raise StateCorruptionError(f"state node {node_hash.hex()} is missing")
-    if len(body) != NODE_BODY_BYTES or body[0] not in (_LEAF_TAG, _INTERNAL_TAG):
-        raise StateCorruptionError(f"state node {node_hash.hex()} is malformed")
-    if _sha256(body).digest() != node_hash:
-        raise StateCorruptionError(f"state node {node_hash.hex()} does not match its hash")
+            raise StateRootNotFoundError(f"no state with root {page_hash.hex()}")
+        raise StateCorruptionError(f"state page {page_hash.hex()} is missing")
+    if body[:1] == _INTERNAL_ENTRY_TAG and len(body) >= _INTERNAL_HEADER_BYTES:
+        size = int.from_bytes(body[_HASH_END:_INTERNAL_HEADER_BYTES], "big")
+        if body[1:_HASH_END] == page_hash and size == len(body):
+            return
+    elif is_root and body[:1] == _LEAF_ENTRY_TAG and len(body) == _LEAF_ENTRY_BYTES:
+        if _sha256(LEAF_PREFIX + body[1:]).digest() == page_hash:
+            return
+    raise StateCorruptionError(f"state page {page_hash.hex()} does not match its hash")
+
+
+def _open_internal(
+    body: bytes, offset: int, depth: int
+) -> tuple[int, int, bytes, int, int, bytes]:
+    """Locate an INTERNAL entry's two children and check its stored hash against them.
+
+    Returns (offset, size, hash) of the left child, then of the right one.
+    Raises ``StateCorruptionError`` when the bytes are out of shape or the
+    hash does not match: this is where a tampered page is caught.
+    """
+    if depth >= KEY_HASH_BITS:
+        raise StateCorruptionError("internal node below depth 255")
+    at_boundary = (depth + 1) % PAGE_LEVELS == 0
+    left_offset = offset + _INTERNAL_HEADER_BYTES
+    left_size, left_hash = _open_child(body, left_offset, at_boundary)
+    right_offset = left_offset + left_size
+    right_size, right_hash = _open_child(body, right_offset, at_boundary)
+    size = int.from_bytes(body[offset + _HASH_END : left_offset], "big")
+    if size != _INTERNAL_HEADER_BYTES + left_size + right_size:
+        raise StateCorruptionError("state page entry has a wrong size")
+    stored_hash = body[offset + 1 : offset + _HASH_END]
+    if _sha256(INTERNAL_PREFIX + left_hash + right_hash).digest() != stored_hash:
+        raise StateCorruptionError("state page entry does not match its hash")
+    return left_offset, left_size, left_hash, right_offset, right_size, right_hash
+
+
+def _open_child(body: bytes, offset: int, at_boundary: bool) -> tuple[int, bytes]:
+    """(size, hash) of the entry at ``offset``; at a page boundary internal nodes are REFs."""
+    tag = body[offset] if offset < len(body) else -1
+    if tag == PAGE_EMPTY:
+        return 1, EMPTY_HASH
+    if tag == PAGE_LEAF and offset + _LEAF_ENTRY_BYTES <= len(body):
+        leaf = body[offset + 1 : offset + _LEAF_ENTRY_BYTES]
+        return _LEAF_ENTRY_BYTES, _sha256(LEAF_PREFIX + leaf).digest()
+    if at_boundary:
+        if tag == PAGE_REF and offset + _REF_ENTRY_BYTES <= len(body):
+            return _REF_ENTRY_BYTES, body[offset + 1 : offset + _HASH_END]
+    elif tag == PAGE_INTERNAL and offset + _INTERNAL_HEADER_BYTES <= len(body):
+        size = int.from_bytes(body[offset + _HASH_END : offset + _INTERNAL_HEADER_BYTES], "big")
+        if offset + size <= len(body):
+            return size, body[offset + 1 : offset + _HASH_END]
+    raise StateCorruptionError("state page entry is malformed")
 
 
 def _sort_changes(changes: Mapping[bytes, bytes | None]) -> _Batch:
@@ -661,10 +758,64 @@ def _sort_changes(changes: Mapping[bytes, bytes | None]) -> _Batch:
     )
 
 
-def _rebuild(
-    leaf: bytes | None, batch: _Batch, lo: int, hi: int, depth: int, new_nodes: dict[bytes, bytes]
+def _ascend(plans: list[list[_Result | _Split]], new_pages: dict[bytes, bytes]) -> _Result:
+    """Hash the rebuilt levels bottom-up; the one result of level 0 is the new root."""
+    below: list[_Result] = []
+    for depth in range(len(plans) - 1, -1, -1):
+        results: list[_Result] = []
+        for plan in plans[depth]:
+            if len(plan) == 3:
+                results.append(plan)  # type: ignore[arg-type]
+                continue
+            left_old, right_old, left_index, right_index = plan  # type: ignore[misc]
+            left = below[left_index] if left_index >= 0 else left_old
+            right = below[right_index] if right_index >= 0 else right_old
+            results.append(_join(left, right, depth, new_pages))  # type: ignore[arg-type]
+        below = results
+    assert len(below) == 1
+    return below[0]
+
+
+def _join(left: _Result, right: _Result, depth: int, new_pages: dict[bytes, bytes]) -> _Result:
+    """The subtree over two children, keeping the tree compact.
+
+    A lone leaf beside an EMPTY sibling moves up (its hash does not depend
+    on its depth); two EMPTY children make an EMPTY subtree.
+    """
+    if left[1] == EMPTY_HASH:
+        if right[1] == EMPTY_HASH:
+            return _EMPTY_RESULT
+        if right[0] == PAGE_LEAF:
+            return right
+    elif right[1] == EMPTY_HASH and left[0] == PAGE_LEAF:
+        return left
+    return _make_internal(left, right, depth, new_pages)
+
+
+def _make_internal(
+    left: _Result, right: _Result, depth: int, new_pages: dict[bytes, bytes]
 ) -> _Result:
-    """Rebuild an EMPTY (``leaf`` None) or single-LEAF position from scratch.
+    """A new internal node; at a page-root depth it starts a new page and is a REF above."""
+    node_hash = _sha256(INTERNAL_PREFIX + left[1] + right[1]).digest()
+    children = left[2] + right[2]
+    size = (_INTERNAL_HEADER_BYTES + len(children)).to_bytes(2, "big")
+    entry = _INTERNAL_ENTRY_TAG + node_hash + size + children
+    if depth % PAGE_LEVELS:
+        return PAGE_INTERNAL, node_hash, entry
+    new_pages[node_hash] = entry
+    return PAGE_REF, node_hash, _REF_ENTRY_TAG + node_hash
+
+
+def _rebuild(
+    body: bytes,
+    offset: int,
+    batch: _Batch,
+    lo: int,
+    hi: int,
+    depth: int,
+    new_pages: dict[bytes, bytes],
+) -> _Result:
+    """Rebuild an EMPTY or single-LEAF position from scratch.
 
     Its new entries are the batch's writes in ``[lo, hi)`` plus the old
     leaf, unless the batch rewrites or deletes that leaf's key.
@@ -675,33 +826,29 @@ def _rebuild(
         value_hash = value_hashes[index]
         if value_hash is not None:
             entries.append((key_ints[index], key_hashes[index], value_hash))
-    if leaf is not None:
-        old_int = int.from_bytes(leaf[1 : 1 + HASH_BYTES], "big")
+    if body[offset] == PAGE_LEAF:
+        old_key_hash = body[offset + 1 : offset + _HASH_END]
+        old_int = int.from_bytes(old_key_hash, "big")
         if not _shares_prefix(old_int, key_ints[lo], depth):
             raise StateCorruptionError("a state leaf is off its key's path")
         at = bisect_left(key_ints, old_int, lo, hi)
         if at == hi or key_ints[at] != old_int:
-            old = (old_int, leaf[1 : 1 + HASH_BYTES], leaf[1 + HASH_BYTES :])
+            old = (old_int, old_key_hash, body[offset + _HASH_END : offset + _LEAF_ENTRY_BYTES])
             entries.insert(bisect_left(entries, old_int, key=_entry_int), old)
-    return _build(entries, depth, new_nodes)
+    return _build(entries, depth, new_pages)
 
 
-def _build(entries: list[_Entry], depth: int, new_nodes: dict[bytes, bytes]) -> _Result:
+def _build(entries: list[_Entry], depth: int, new_pages: dict[bytes, bytes]) -> _Result:
     """The canonical subtree at ``depth`` over sorted, distinct entries sharing its prefix."""
     if not entries:
-        return EMPTY_HASH, False
+        return _EMPTY_RESULT
     if len(entries) == 1:
         _, key_hash, value_hash = entries[0]
-        body = LEAF_PREFIX + key_hash + value_hash
-        node_hash = _sha256(body).digest()
-        new_nodes[node_hash] = body
-        return node_hash, True
+        leaf_hash = _sha256(LEAF_PREFIX + key_hash + value_hash).digest()
+        return PAGE_LEAF, leaf_hash, _LEAF_ENTRY_TAG + key_hash + value_hash
     assert depth < KEY_HASH_BITS  # two distinct 256-bit paths part before depth 256
     shift = KEY_HASH_BITS - 1 - depth
     mid = bisect_left(entries, ((entries[0][0] >> shift) | 1) << shift, key=_entry_int)
-    left_hash = _build(entries[:mid], depth + 1, new_nodes)[0]
-    right_hash = _build(entries[mid:], depth + 1, new_nodes)[0]
-    body = INTERNAL_PREFIX + left_hash + right_hash
-    node_hash = _sha256(body).digest()
-    new_nodes[node_hash] = body
-    return node_hash, False
+    left = _build(entries[:mid], depth + 1, new_pages)
+    right = _build(entries[mid:], depth + 1, new_pages)
+    return _make_internal(left, right, depth, new_pages)

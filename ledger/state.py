@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar, Protocol
 
 from ledger import encoding as enc
@@ -155,7 +156,7 @@ class StateView:
 
     def get_member(self, name: str) -> Member | None:
         data = self.get(member_key(name))
-        return None if data is None else Member.decode(data)
+        return None if data is None else _decode_member(data)
 
     def put_member(self, member: Member) -> None:
         self.set(member_key(member.name), member.encode())
@@ -171,6 +172,12 @@ class StateView:
         data = self.get(KEY_VALIDATORS)
         assert data is not None, "the state always holds a validator set"
         return ValidatorSet.decode(data)
+
+
+@lru_cache(maxsize=4096)
+def _decode_member(data: bytes) -> Member:
+    """Members are read on every transaction and rarely change: decode each version once."""
+    return Member.decode(data)
 
 
 def compute_genesis_state(genesis: Genesis) -> dict[bytes, bytes]:

@@ -43,6 +43,8 @@ from ledger.validators import ValidatorSet
 
 SCHEMA_VERSION = 1
 STORE_FILE_NAME = "ledger.sqlite"
+STAGING_SUFFIX = ".creating"
+"""``create`` builds the store under this suffix and renames it once it is complete."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -100,6 +102,13 @@ class OverlayNodeStore:
     def put_nodes(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         self._memory.put_nodes(items)
 
+    def new_nodes(self) -> dict[bytes, bytes]:
+        """The nodes written to this overlay (and not to its base)."""
+        return self._memory.nodes
+
+    def forget_new_nodes(self) -> None:
+        self._memory = MemoryNodeStore()
+
 
 class _DiscardLogNodes:
     def __init__(self, base: SqliteLogNodeStore) -> None:
@@ -134,6 +143,7 @@ class Store:
         self._log_nodes = SqliteLogNodeStore(conn)
         self._state_nodes = SqliteNodeStore(conn)
         self.tree = StateTree(self._state_nodes)
+        self._prepared_state: tuple[bytes, dict[bytes, bytes | None], bytes, dict[bytes, bytes]] | None = None
         self._load_head()
 
     # --- opening and creating ---
@@ -145,7 +155,12 @@ class Store:
         path = directory / STORE_FILE_NAME
         if path.exists():
             raise StoreError("store_conflict", f"a store already exists at {path}")
-        conn = connect(path)
+        # Build it under another name and rename it when complete: a process killed
+        # mid-create must leave no store rather than a file that is not one.
+        staging_path = directory / (STORE_FILE_NAME + STAGING_SUFFIX)
+        for leftover in _sqlite_files(staging_path):  # from a create that was killed
+            leftover.unlink(missing_ok=True)
+        conn = connect(staging_path)
         conn.execute("BEGIN IMMEDIATE")
         for statement in _SCHEMA.strip().split(";"):
             if statement.strip():
@@ -166,8 +181,10 @@ class Store:
         }
         conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
         conn.execute("COMMIT")
+        conn.close()  # the last close checkpoints the WAL into the file (fsynced) and deletes it
+        os.replace(staging_path, path)
         _fsync_directory(directory)
-        return cls(path, conn, genesis)
+        return cls(path, connect(path), genesis)
 
     @classmethod
     def open(cls, directory: Path, genesis: Genesis | None = None) -> Store:
@@ -309,12 +326,25 @@ class Store:
     # --- preparing and appending blocks ---
 
     def prepare_roots(self, transactions: Sequence[SignedTransaction], changes: Mapping[bytes, bytes | None]) -> PreparedRoots:
-        """The roots a header for these transactions and state changes must carry; writes nothing."""
-        preview_tree = StateTree(OverlayNodeStore(self._state_nodes))
-        state_root = preview_tree.update(self.state_root, changes)
+        """The roots a header for these transactions and state changes must carry; writes nothing.
+
+        The new state-tree nodes are remembered, so that appending the same
+        changes on the same parent state writes them instead of recomputing.
+        """
+        overlay = OverlayNodeStore(self._state_nodes)
+        state_root = StateTree(overlay).update(self.state_root, changes)
+        self._prepared_state = (self.state_root, dict(changes), state_root, overlay.new_nodes())
         preview_log = TransparencyLog(_DiscardLogNodes(self._log_nodes), self.log.size)
         preview_log.append_many(merkle.hash_leaf(signed.tx_id) for signed in transactions)
         return PreparedRoots(state_root, preview_log.size, preview_log.root())
+
+    def _update_state_tree(self, changes: Mapping[bytes, bytes | None]) -> bytes:
+        """Write the state tree for ``changes`` on the head state; returns the new root."""
+        prepared, self._prepared_state = self._prepared_state, None
+        if prepared is not None and prepared[0] == self.state_root and prepared[1] == changes:
+            self._state_nodes.put_nodes(prepared[3].items())
+            return prepared[2]
+        return self.tree.update(self.state_root, changes)
 
     def append_block(
         self,
@@ -340,7 +370,7 @@ class Store:
         log_start = self.log.size
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            state_root = self.tree.update(self.state_root, changes)
+            state_root = self._update_state_tree(changes)
             if state_root != header.state_root:
                 raise InvalidBlock("wrong_state_root", height=header.height)
             self.log.append_many(merkle.hash_leaf(tx_id) for tx_id in tx_ids)
@@ -404,7 +434,7 @@ class Store:
 
 
 def _encode_transactions(transactions: Sequence[SignedTransaction]) -> bytes:
-    return enc.encode([signed.to_wire() for signed in transactions])
+    return enc.encode_array_of_encoded([signed.encode() for signed in transactions])
 
 
 def _decode_transactions(data: bytes) -> tuple[SignedTransaction, ...]:
@@ -419,6 +449,11 @@ def _decode_or_corrupt(decoder, data: bytes, what: str, height: int):  # type: i
         return decoder(bytes(data))
     except EncodingError as error:
         raise StoreCorruption("store_corrupt", f"stored {what} unreadable: {error.detail}", height=height) from error
+
+
+def _sqlite_files(path: Path) -> list[Path]:
+    """A database file and the journal files SQLite may keep beside it."""
+    return [path] + [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
 
 
 def _fsync_directory(directory: Path) -> None:

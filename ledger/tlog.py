@@ -33,11 +33,13 @@ O(log n) stored nodes.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import sqlite3
 from collections.abc import Iterable
 from typing import Protocol
 
+from ledger.errors import LedgerError
 from ledger.merkle import EMPTY_ROOT, HASH_BYTES, TREE_SIZE_MAX
 
 __all__ = [
@@ -60,13 +62,11 @@ _TABLE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 assert TREE_SIZE_MAX.bit_length() <= 63
 
 
-class LogError(ValueError):
+class LogError(LedgerError, ValueError):
     """A log operation got arguments it cannot serve, or the store lost a node."""
 
     def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
+        super().__init__(code, detail)
 
 
 class LogNodeStore(Protocol):
@@ -142,7 +142,7 @@ class TransparencyLog:
     Not thread-safe: one writer owns it, as one node owns its block store.
     """
 
-    __slots__ = ("_store", "_size", "_frontier")
+    __slots__ = ("_frontier", "_size", "_store")
 
     def __init__(self, store: LogNodeStore, size: int = 0) -> None:
         # The size must be one we could ever hold.
@@ -173,14 +173,15 @@ class TransparencyLog:
 
         Checks every hash first, computes the new nodes and frontier on the
         side, writes the nodes with one ``put_nodes`` call, and only then
-        updates the in-memory state, so a failed write leaves the log as it was.
+        updates the in-memory state, so a failed check or write leaves this
+        object as it was. A write that fails part-way may have stored some
+        nodes: the caller rolls its transaction back, as for any failed block.
         """
-        leaves = list(leaf_hashes)
+        # Read at most one leaf past the bound, so an endless iterable cannot exhaust memory.
+        leaves = list(itertools.islice(leaf_hashes, APPEND_BATCH_LEAVES_MAX + 1))
         # Bound one call's memory.
         if len(leaves) > APPEND_BATCH_LEAVES_MAX:
-            raise LogError(
-                "batch_too_large", f"{len(leaves)} leaves, max {APPEND_BATCH_LEAVES_MAX}"
-            )
+            raise LogError("batch_too_large", f"more than {APPEND_BATCH_LEAVES_MAX} leaves")
         # The log must not grow past what its indices can name.
         if self._size + len(leaves) > TREE_SIZE_MAX:
             raise LogError("log_full", f"size would exceed {TREE_SIZE_MAX}")
@@ -236,9 +237,7 @@ class TransparencyLog:
         """
         # Both trees must be ones the log has passed through, the old one non-empty.
         if not 0 < size1 <= size2 <= self._size:
-            raise LogError(
-                "size_out_of_range", f"need 0 < {size1} <= {size2} <= {self._size}"
-            )
+            raise LogError("size_out_of_range", f"need 0 < {size1} <= {size2} <= {self._size}")
         proof: list[bytes] = []
         remaining, start, end = size1, 0, size2
         whole_old_tree_is_subtree = True  # the RFC's flag b

@@ -10,7 +10,7 @@ always have the same id (that is what makes resubmission idempotent).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ledger import encoding as enc
@@ -49,6 +49,8 @@ class Transaction(enc.Record):
     """Arguments: a map with text keys and canonical values (no floats)."""
     expiry_height: int
     """Last height at which the transaction may be included; 0 means no expiry."""
+    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    """Cache of the canonical bytes (not on the wire): every signature check reuses them."""
 
     WIRE: ClassVar[tuple[enc.FieldCheck, ...]] = (
         enc.text(64),
@@ -58,6 +60,12 @@ class Transaction(enc.Record):
         _check_args,
         enc.uint(64),
     )
+
+    def encode(self) -> bytes:
+        if self._encoded is None:
+            object.__setattr__(self, "_encoded", enc.encode(self.to_wire()))
+        assert self._encoded is not None
+        return self._encoded
 
     def signing_bytes(self, chain_id: str) -> bytes:
         return keys.signing_input(keys.DOMAIN_TRANSACTION, chain_id, self.encode())
@@ -72,18 +80,31 @@ class SignedTransaction(enc.Record):
 
     body: Transaction
     signature: bytes
+    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    """Cache of the canonical bytes (not on the wire): ids and roots reuse them."""
 
     WIRE: ClassVar[tuple[enc.FieldCheck, ...]] = (
         enc.record(Transaction),
         enc.fixed_bytes(keys.SIGNATURE_BYTES),
     )
+    def encode(self) -> bytes:
+        if self._encoded is None:
+            object.__setattr__(self, "_encoded", enc.encode(self.to_wire()))
+        assert self._encoded is not None
+        return self._encoded
+
     @classmethod
     def decode(cls, data: bytes, *, max_bytes: int = TX_BYTES_MAX) -> SignedTransaction:
         """Decode and check the shape (stateless rules, not the signature)."""
-        if len(data) > TX_BYTES_MAX:
-            raise EncodingError("too_large", f"a transaction is at most {TX_BYTES_MAX} bytes")
-        signed: SignedTransaction = cls.from_wire(enc.decode(data, max_bytes=TX_BYTES_MAX))
+        max_bytes = min(max_bytes, TX_BYTES_MAX)
+        if len(data) > max_bytes:
+            raise EncodingError("too_large", f"a transaction is at most {max_bytes} bytes")
+        signed: SignedTransaction = cls.from_wire(enc.decode(data, max_bytes=max_bytes))
         check_shape(signed.body)
+        # decode proved these are the canonical bytes: [body, bin8(64) signature]
+        object.__setattr__(signed, "_encoded", bytes(data))
+        object.__setattr__(signed.body, "_encoded", bytes(data[1 : -2 - keys.SIGNATURE_BYTES]))
+        assert data[-2 - keys.SIGNATURE_BYTES : -keys.SIGNATURE_BYTES] == b"\xc4\x40"
         return signed
 
     @property

@@ -17,7 +17,7 @@ from ledger.hashing import TAG_VALIDATOR_SET, tagged_hash
 from ledger.names import is_member_name
 
 VALIDATORS_MAX = 128
-VOTING_POWER_MAX = 2**32
+VOTING_POWER_MAX = 2**32 - 1
 """Per validator; keeps total power far below 2**63 so sums never overflow."""
 assert VALIDATORS_MAX * VOTING_POWER_MAX < 2**63
 

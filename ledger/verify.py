@@ -17,20 +17,28 @@ from a store or from any stream, and checks (numbers as in INTERFACE.md's
    the block's recorded state changes turn the previous state root into the
    header's state root.
 
-``verify_store`` adds what only a store has: the tx index, the stored log
-nodes, and every state row against the head's state root, plus the supply
-invariant per currency. It stops at the first failure and names its height
-and reason; it streams the chain and never holds it in memory.
+``verify_store`` adds what only a store has: the tx index; every stored
+log node and state-tree node, each compared with the node the verifier
+made itself at the height that first wrote it; every state row against the
+last verified write of its key; and the supply invariant per currency. It
+stops at the first failure and names its height and reason; it streams the
+blocks and never loads the chain at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ledger import keys, merkle, smt
 from ledger.block import Block, BlockHeader, CommitCertificate, compute_tx_root
-from ledger.errors import EncodingError, InvalidBlock, LedgerError, VerificationFailure
+from ledger.errors import (
+    EncodingError,
+    InvalidBlock,
+    LedgerError,
+    StoreCorruption,
+    VerificationFailure,
+)
 from ledger.genesis import Genesis, Member
 from ledger.hashing import sha256
 from ledger.state import (
@@ -40,7 +48,7 @@ from ledger.state import (
     compute_genesis_state,
 )
 from ledger.store import OverlayNodeStore, Store, _decode_transactions
-from ledger.tlog import TransparencyLog
+from ledger.tlog import LogNodeStore, TransparencyLog
 from ledger.validators import ValidatorSet
 
 ProgressCallback = Callable[[int, int], None]
@@ -55,6 +63,50 @@ class _FrontierOnlyLog:
 
     def put_nodes(self, nodes: object) -> None:
         pass
+
+
+class _CheckedLogNodes(_FrontierOnlyLog):
+    """Keeps only what the verified log made since the last check, to compare with the stored log."""
+
+    def __init__(self, stored: LogNodeStore) -> None:
+        self._stored = stored
+        self._made: list[tuple[int, int, bytes]] = []
+
+    def put_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:  # type: ignore[override]
+        self._made.extend(nodes)
+
+    def check_stored(self) -> None:
+        """Each node made since the last check must be the stored node at its place."""
+        made, self._made = self._made, []
+        for level, index, node_hash in made:
+            if self._stored.get_node(level, index) != node_hash:
+                raise StoreCorruption("store_corrupt", f"stored log node ({level}, {index}) missing or altered")
+
+
+class _CheckedStateNodes(OverlayNodeStore):
+    """The verifier's own state tree; the nodes it makes are compared with the stored ones.
+
+    Bodies are compared as bytes, so this holds whatever the tree's node format.
+    """
+
+    def __init__(self, stored: smt.NodeStore) -> None:
+        super().__init__(stored)
+        self._stored = stored
+        self._made: dict[bytes, bytes] = {}
+
+    def put_nodes(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        made = list(items)
+        self._made.update(made)
+        super().put_nodes(made)
+
+    def check_stored(self) -> None:
+        """Each node made since the last check must be stored under its hash, byte for byte."""
+        made, self._made = self._made, {}
+        stored = self._stored.get_nodes(list(made))
+        for node_hash, body in made.items():
+            if stored.get(node_hash) != body:
+                raise StoreCorruption("store_corrupt", f"stored state node {node_hash.hex()[:16]} missing or altered")
+        self.forget_new_nodes()  # they equal the stored ones: read those from now on, keep memory flat
 
 
 @dataclass
@@ -87,7 +139,9 @@ class VerificationReport:
 class ChainVerifier:
     """Checks 1-4 and structural 5 over blocks fed in height order."""
 
-    def __init__(self, genesis: Genesis, state_nodes: smt.NodeStore | None = None) -> None:
+    def __init__(
+        self, genesis: Genesis, state_nodes: smt.NodeStore | None = None, log_nodes: LogNodeStore | None = None
+    ) -> None:
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.height = 0
@@ -96,7 +150,7 @@ class ChainVerifier:
         self.validator_set: ValidatorSet = genesis.validator_set
         self.members: dict[str, Member] = {m.name: m for m in genesis.members}
         self.nonces: dict[str, int] = {m.name: 0 for m in genesis.members}
-        self.log = TransparencyLog(_FrontierOnlyLog(), 0)  # type: ignore[arg-type]
+        self.log = TransparencyLog(log_nodes if log_nodes is not None else _FrontierOnlyLog(), 0)
         self._tree = smt.StateTree(state_nodes) if state_nodes is not None else None
         if self._tree is not None:
             self.state_root = self._tree.update(smt.EMPTY_HASH, compute_genesis_state(genesis))
@@ -187,28 +241,37 @@ class ChainVerifier:
 def verify_store(store: Store, progress: ProgressCallback | None = None) -> VerificationReport:
     """Verify every block of a store, then its index, log nodes and state rows."""
     report = VerificationReport()
-    verifier = ChainVerifier(store.genesis, OverlayNodeStore(store._state_nodes))  # noqa: SLF001
-    if verifier.state_root != store.genesis_state_root:
-        report.fail(VerificationFailure("wrong_state_root", "genesis state root"), 0)
-        return report
     head = _stored_head_height(store)
-    height = 0
+    height = 0  # the block being verified; an error that names no height happened there
+    verifier: ChainVerifier | None = None
+    state_nodes = _CheckedStateNodes(store._state_nodes)  # noqa: SLF001
+    log_nodes = _CheckedLogNodes(store._log_nodes)  # noqa: SLF001
     try:
+        verifier = ChainVerifier(store.genesis, state_nodes, log_nodes)
+        if verifier.state_root != store.genesis_state_root:
+            raise VerificationFailure("wrong_state_root", "genesis state root", height=0)
+        state_nodes.check_stored()
+        last_writes = _record_writes({}, compute_genesis_state(store.genesis), 0)
         for height, block, certificate in _iter_stored_blocks(store, head):
-            verifier.verify_block(block, certificate, store.get_state_changes(height))
+            changes = store.get_state_changes(height)
+            verifier.verify_block(block, certificate, changes)
+            state_nodes.check_stored()  # after the block's rules: a node that differs is the store's damage
+            log_nodes.check_stored()
             _check_tx_index(store, block, verifier.log.size - len(block.transactions))
+            _record_writes(last_writes, changes, height)
             report.blocks_verified += 1
             if progress is not None:
                 progress(height, head)
-        height = head
+        height = head  # what follows checks the store as of its head
         _check_stored_log(store, verifier)
-        _check_state_rows(store, verifier.state_root, head)
+        _check_state_rows(store, last_writes)
         _check_supply(store, head)
     except LedgerError as error:
-        report.fail(error, height + (0 if error.height is not None else 1))
-    report.transactions_verified = verifier.transactions_verified
-    report.head_height = verifier.height
-    report.head_hash = verifier.head_hash
+        report.fail(error, height)
+    if verifier is not None:
+        report.transactions_verified = verifier.transactions_verified
+        report.head_height = verifier.height
+        report.head_hash = verifier.head_hash
     return report
 
 
@@ -253,44 +316,37 @@ def _check_stored_log(store: Store, verifier: ChainVerifier) -> None:
         probe *= 2
 
 
-def _check_state_rows(store: Store, state_root: bytes, head: int) -> None:
-    """Every state row, in tree order, must be exactly the tree's leaves under the head root."""
-    leaves = iter_state_leaves(store._state_nodes, state_root)  # noqa: SLF001
+def _record_writes(
+    last_writes: dict[bytes, tuple[bytes, int]], changes: Mapping[bytes, bytes | None], height: int
+) -> dict[bytes, tuple[bytes, int]]:
+    """Keep, per live key hash, the hash of its value and the height that wrote it."""
+    for key, value in changes.items():
+        if value is None:
+            last_writes.pop(sha256(key), None)
+        else:
+            last_writes[sha256(key)] = (sha256(value), height)
+    return last_writes
+
+
+def _check_state_rows(store: Store, last_writes: dict[bytes, tuple[bytes, int]]) -> None:
+    """The state rows must be exactly the verified writes: the leaves under the head's root.
+
+    The verified writes are the genesis state and each block's state changes,
+    which checks 5 tied to every header's state root. A bad row names the
+    height of its key's last verified write.
+    """
+    unmatched = dict(last_writes)
     for key_hash, key, value, height in store.iter_state_rows():
-        leaf = next(leaves, None)
         if key_hash != sha256(key):
             raise VerificationFailure("state_row_mismatch", f"state row key hash wrong for {key!r}", height=height)
-        if leaf is None or leaf[0] != key_hash:
-            raise VerificationFailure("state_row_mismatch", f"state row {key!r} is not in the state tree", height=height)
-        if leaf[1] != sha256(value):
-            raise VerificationFailure("state_row_mismatch", f"state row {key!r} was altered", height=height)
-    if next(leaves, None) is not None:
-        raise VerificationFailure("state_row_mismatch", "a state tree entry has no state row", height=head)
-
-
-def iter_state_leaves(nodes: smt.NodeStore, root: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """(key_hash, value_hash) of every leaf under ``root``, in key-hash order.
-
-    Depth-first, left before right, with an explicit stack of at most 256
-    entries; each node body is checked against its hash as it is read.
-    """
-    if root == smt.EMPTY_HASH:
-        return
-    stack = [root]
-    while stack:
-        node_hash = stack.pop()
-        body = nodes.get_node(node_hash)
-        if body is None or sha256(body) != node_hash:
-            raise VerificationFailure("state_row_mismatch", f"state tree node {node_hash.hex()[:16]} missing or altered")
-        if body[:1] == smt.LEAF_PREFIX:
-            yield body[1:33], body[33:65]
-            continue
-        assert body[:1] == smt.INTERNAL_PREFIX, body[:1]
-        left, right = body[1:33], body[33:65]
-        if right != smt.EMPTY_HASH:
-            stack.append(right)
-        if left != smt.EMPTY_HASH:
-            stack.append(left)
+        written = unmatched.pop(key_hash, None)
+        if written is None:
+            raise VerificationFailure("state_row_mismatch", f"state row {key!r} was never written", height=height)
+        if written != (sha256(value), height):
+            raise VerificationFailure("state_row_mismatch", f"state row {key!r} was altered", height=written[1])
+    if unmatched:
+        height = min(height for _value_hash, height in unmatched.values())
+        raise VerificationFailure("state_row_mismatch", f"{len(unmatched)} written keys have no state row", height=height)
 
 
 def _check_supply(store: Store, head: int) -> None:

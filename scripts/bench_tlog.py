@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ledger.merkle import hash_leaf, verify_consistency, verify_inclusion  # noqa: E402
-from ledger.tlog import SqliteLogNodeStore, TransparencyLog  # noqa: E402
+from ledger.merkle import hash_leaf, verify_consistency, verify_inclusion
+from ledger.tlog import SqliteLogNodeStore, TransparencyLog
 
 APPENDS_PER_SECOND_TARGET = 100_000
 PROOF_US_TARGET = 1_000
@@ -115,13 +115,13 @@ def time_proofs(log: TransparencyLog, proofs: int, seed: int) -> dict[str, float
 
     leaf_hashes = [hash_leaf(index.to_bytes(8, "big")) for index in indices]
     began = time.perf_counter()
-    for leaf_hash, index, proof in zip(leaf_hashes, indices, inclusion):
+    for leaf_hash, index, proof in zip(leaf_hashes, indices, inclusion, strict=True):
         verify_inclusion(leaf_hash, index, size, proof, root)
     inclusion_verify_us = (time.perf_counter() - began) / proofs * 1e6
 
     old_roots = [log.root_at(old_size) for old_size in old_sizes]
     began = time.perf_counter()
-    for old_size, old_root, proof in zip(old_sizes, old_roots, consistency):
+    for old_size, old_root, proof in zip(old_sizes, old_roots, consistency, strict=True):
         verify_consistency(old_size, size, old_root, root, proof)
     consistency_verify_us = (time.perf_counter() - began) / proofs * 1e6
 

@@ -138,7 +138,9 @@ def test_reference_consistency_proof(case: dict[str, Any]) -> None:
     proof = compute_consistency_proof(LEAVES[:size2], size1)
     assert [item.hex() for item in proof] == case["proof_hex"]
     roots = TREE["root_hashes_hex_by_size"]
-    verify_consistency(size1, size2, bytes.fromhex(roots[size1]), bytes.fromhex(roots[size2]), proof)
+    verify_consistency(
+        size1, size2, bytes.fromhex(roots[size1]), bytes.fromhex(roots[size2]), proof
+    )
 
 
 # --- upstream probes: every case ------------------------------------------------

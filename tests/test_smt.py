@@ -21,11 +21,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.errors import ERROR_CODES, StoreCorruption
+from ledger.errors import ERROR_CODES, LedgerError, StoreCorruption, StoreError
 from ledger.smt import (
     EMPTY_HASH,
+    PAGE_BYTES_MAX,
+    PAGE_INTERNAL,
+    PAGE_LEAF,
+    PAGE_LEVELS,
     PROOF_BYTES_MAX,
     SIBLINGS_MAX,
+    SQLITE_READ_NODES_MAX,
     MemoryNodeStore,
     SqliteNodeStore,
     StateCorruptionError,
@@ -61,7 +66,8 @@ def reference_subtree(leaves: list[tuple[bytes, bytes]], depth: int) -> bytes:
         return sha256(b"\x10" + key_hash + value_hash)
     left = [leaf for leaf in leaves if bit_of(leaf[0], depth) == 0]
     right = [leaf for leaf in leaves if bit_of(leaf[0], depth) == 1]
-    return sha256(b"\x11" + reference_subtree(left, depth + 1) + reference_subtree(right, depth + 1))
+    children = reference_subtree(left, depth + 1) + reference_subtree(right, depth + 1)
+    return sha256(b"\x11" + children)
 
 
 def common_prefix_bits(a: bytes, b: bytes) -> int:
@@ -130,6 +136,28 @@ def test_two_entries_sit_where_their_paths_part() -> None:
         pair = node + EMPTY_HASH if bit_of(ha, depth) == 0 else EMPTY_HASH + node
         node = sha256(b"\x11" + pair)
     assert new_tree().update(EMPTY_HASH, {a: b"1", b: b"2"}) == node
+
+
+VECTOR_STATE = {b"account/alice": b"\x01", b"account/bob": b"\x02", b"account/carol": b"\x03"}
+VECTOR_ROOT = "ec42e139f845a59cea6888a18a7660ab0d795f1e4d843fe0fb9c3af9cba3b6a6"
+VECTOR_PROOF_BOB = "9291c420ac8e2f960102fb5dadb1448e08b9218672b7aa300915e7ed2c66882e976ddbbbc0"
+VECTOR_PROOF_DAVE_ABSENT = (
+    "9292c4204dde9582b88ec5fc6fa969ac6a6f8fe62683e43bfb3613cb747b00bdd4a42f50"
+    "c420ccde69bb0530cdcdcec7eb944288e432b8c7da9e4ce4201668e29a1ae6018406c0"
+)
+
+
+def test_pinned_vector_for_protocol_docs() -> None:
+    """Fixed bytes an independent verifier can check its implementation against."""
+    tree = new_tree()
+    root = tree.update(EMPTY_HASH, VECTOR_STATE)
+    assert root.hex() == VECTOR_ROOT == reference_root(VECTOR_STATE).hex()
+    bob = StateProof.decode(bytes.fromhex(VECTOR_PROOF_BOB))
+    assert tree.get_proof(root, b"account/bob") == bob
+    verify_proof(root, b"account/bob", b"\x02", bob)
+    dave = StateProof.decode(bytes.fromhex(VECTOR_PROOF_DAVE_ABSENT))
+    assert tree.get_proof(root, b"account/dave") == dave
+    verify_proof(root, b"account/dave", None, dave)
 
 
 # --- Updates against the reference ---------------------------------------------------------
@@ -311,6 +339,16 @@ def test_absence_ending_in_another_leaf() -> None:
     assert rejected(root, key, None, StateProof(proof.siblings))
 
 
+def test_invalid_proof_other_leaf_off_the_path() -> None:
+    """Against a hand-made tree with a leaf on the wrong side, the prefix rule still holds."""
+    other = next(b"o/%d" % i for i in range(100) if bit_of(sha256(b"o/%d" % i), 0) == 1)
+    key = next(b"k/%d" % i for i in range(100) if bit_of(sha256(b"k/%d" % i), 0) == 0)
+    misplaced = sha256(b"\x10" + sha256(other) + sha256(b"v"))
+    root = sha256(b"\x11" + misplaced + EMPTY_HASH)
+    proof = StateProof((EMPTY_HASH,), (sha256(other), sha256(b"v")))
+    assert rejected(root, key, None, proof)
+
+
 def test_invalid_proof_too_many_siblings() -> None:
     proof = StateProof((EMPTY_HASH,) * (SIBLINGS_MAX + 1))
     assert rejected(EMPTY_HASH, b"k", None, proof)
@@ -398,45 +436,126 @@ def test_invalid_proof_encoding_not_bytes_or_too_long() -> None:
         StateProof.decode(b"\x92\x90\xc0" + b"\x00" * PROOF_BYTES_MAX)
 
 
-# --- Stores and corruption -----------------------------------------------------------------
+# --- Pages, stores and corruption ---------------------------------------------------------
 
 
-def test_tampered_memory_node_is_detected() -> None:
+def walk_everything(tree: StateTree, root: bytes) -> None:
+    """Prove every pool key and some absent ones: together these walks enter every page entry."""
+    for key in key_pool() + [b"absent/%d" % i for i in range(20)]:
+        tree.get_proof(root, key)
+
+
+def test_deep_pair_is_stored_as_one_page_per_three_levels() -> None:
+    (a, b), _ = deep_keys()
+    store = MemoryNodeStore()
+    root = StateTree(store).update(EMPTY_HASH, {a: b"1", b: b"2"})
+    split = common_prefix_bits(sha256(a), sha256(b))
+    # Internal nodes sit at depths 0..split; a page starts at each multiple of PAGE_LEVELS.
+    assert len(store.nodes) == split // PAGE_LEVELS + 1
+    assert root in store.nodes
+    assert all(body[0] == PAGE_INTERNAL for body in store.nodes.values())
+
+
+def test_one_entry_state_stores_its_leaf_as_the_root_page() -> None:
+    store = MemoryNodeStore()
+    root = StateTree(store).update(EMPTY_HASH, {b"k": b"v"})
+    assert store.nodes == {root: bytes([PAGE_LEAF]) + sha256(b"k") + sha256(b"v")}
+
+
+@given(STATES)
+def test_every_page_fits_its_bound_and_is_keyed_by_its_top_hash(state: dict[bytes, bytes]) -> None:
+    store = MemoryNodeStore()
+    StateTree(store).update(EMPTY_HASH, state)
+    for page_hash, body in store.nodes.items():
+        assert len(body) <= PAGE_BYTES_MAX
+        if body[0] == PAGE_INTERNAL:
+            assert body[1:33] == page_hash
+            assert int.from_bytes(body[33:35], "big") == len(body)
+
+
+@given(st.lists(BATCHES, min_size=1, max_size=6))
+def test_pages_are_canonical_whatever_the_history(
+    batches: list[dict[bytes, bytes | None]]
+) -> None:
+    """A state's pages do not depend on how it was reached (the auditor compares bytes)."""
+    incremental, root, model = MemoryNodeStore(), EMPTY_HASH, {}
+    for batch in batches:
+        root = StateTree(incremental).update(root, batch)
+        apply_to_model(model, batch)
+    fresh = MemoryNodeStore()
+    assert StateTree(fresh).update(EMPTY_HASH, model) == root
+    for page_hash, body in fresh.nodes.items():
+        assert incremental.nodes[page_hash] == body
+
+
+def test_every_tampered_byte_is_detected() -> None:
+    """Flip bits all over every page: every walk either fails as corruption or is unaffected."""
     store = MemoryNodeStore()
     tree = StateTree(store)
     root = tree.update(EMPTY_HASH, {key: key for key in key_pool()})
-    victim = next(h for h, body in store.nodes.items() if body[0] == 0x10 and h != root)
+    expected = {key: tree.get_proof(root, key) for key in key_pool()}
+    for page_hash, body in list(store.nodes.items()):
+        for position in sorted({*range(0, len(body), 3), len(body) - 1}):
+            for flip in (0x01, 0x80):
+                store.nodes[page_hash] = body[:position] + bytes([body[position] ^ flip]) + body[
+                    position + 1 :]
+                with pytest.raises(StateCorruptionError) as caught:
+                    walk_everything(tree, root)
+                assert caught.value.code == "store_corrupt"
+        store.nodes[page_hash] = body
+    assert {key: tree.get_proof(root, key) for key in key_pool()} == expected
+
+
+def test_truncated_or_extended_page_is_detected() -> None:
+    store = MemoryNodeStore()
+    tree = StateTree(store)
+    root = tree.update(EMPTY_HASH, {key: key for key in key_pool()})
+    for page_hash, body in list(store.nodes.items()):
+        for altered in (body[:-1], body + b"\x00", body[:35]):
+            store.nodes[page_hash] = altered
+            with pytest.raises(StateCorruptionError):
+                walk_everything(tree, root)
+        store.nodes[page_hash] = body
+
+
+def test_failed_update_writes_nothing() -> None:
+    store = MemoryNodeStore()
+    tree = StateTree(store)
+    root = tree.update(EMPTY_HASH, {key: key for key in key_pool()})
+    victim = next(h for h in store.nodes if h != root)
     body = store.nodes[victim]
     store.nodes[victim] = body[:-1] + bytes([body[-1] ^ 1])
-    with pytest.raises(StateCorruptionError) as caught:
-        for key in key_pool():
-            tree.get_proof(root, key)
-    assert caught.value.code == "store_corrupt"
-    assert isinstance(caught.value, StoreCorruption)
+    before = dict(store.nodes)
     with pytest.raises(StateCorruptionError):
         tree.update(root, dict.fromkeys(key_pool(), b"new"))
+    assert store.nodes == before
 
 
-def test_missing_inner_node_is_corruption_and_missing_root_is_not_found() -> None:
+def test_missing_inner_page_is_corruption_and_missing_root_is_not_found() -> None:
     store = MemoryNodeStore()
     tree = StateTree(store)
     root = tree.update(EMPTY_HASH, {key: key for key in key_pool()})
     with pytest.raises(StateRootNotFoundError) as caught:
         tree.get_proof(sha256(b"unknown root"), b"k")
-    assert caught.value.code == "not_found"
+    assert caught.value.code == "state_root_not_found"
     with pytest.raises(StateRootNotFoundError):
         tree.update(sha256(b"unknown root"), {b"k": b"v"})
     del store.nodes[next(h for h in store.nodes if h != root)]
-    with pytest.raises(StateCorruptionError):
+    with pytest.raises(StateCorruptionError) as corrupt:
         tree.update(root, dict.fromkeys(key_pool(), b"new"))
+    assert isinstance(corrupt.value, StoreCorruption)
 
 
-def test_malformed_node_body_is_corruption() -> None:
+def test_a_leaf_page_cannot_stand_below_the_root() -> None:
+    """A REF always names an internal page; a leaf stored under that hash is corruption."""
+    (a, b), _ = deep_keys()
     store = MemoryNodeStore()
-    body = b"\x12" + b"\x00" * 64
-    store.put_nodes([(sha256(body), body)])
+    tree = StateTree(store)
+    root = tree.update(EMPTY_HASH, {a: b"1", b: b"2"})
+    inner = next(h for h in store.nodes if h != root)
+    store.nodes[inner] = bytes([PAGE_LEAF]) + sha256(a) + sha256(b"1")
     with pytest.raises(StateCorruptionError):
-        StateTree(store).get_proof(sha256(body), b"k")
+        tree.get_proof(root, a)
 
 
 @settings(max_examples=25, deadline=None)
@@ -471,13 +590,17 @@ def test_sqlite_store_leaves_the_transaction_to_the_caller() -> None:
     conn.close()
 
 
-def test_tampered_sqlite_node_is_detected() -> None:
+def test_tampered_sqlite_page_is_detected() -> None:
     conn = sqlite3.connect(":memory:")
-    root = StateTree(SqliteNodeStore(conn, table="nodes")).update(EMPTY_HASH, {b"a": b"1"})
+    root = StateTree(SqliteNodeStore(conn, table="nodes")).update(
+        EMPTY_HASH, {key: key for key in key_pool()})
     conn.commit()
-    conn.execute("UPDATE nodes SET body = ? WHERE hash = ?", (b"\x10" + b"\x00" * 64, root))
+    victim, body = conn.execute("SELECT hash, body FROM nodes WHERE hash != ? LIMIT 1",
+                                (root,)).fetchone()
+    conn.execute("UPDATE nodes SET body = ? WHERE hash = ?",
+                 (body[:-1] + bytes([body[-1] ^ 1]), victim))
     with pytest.raises(StateCorruptionError):
-        StateTree(SqliteNodeStore(conn, table="nodes")).get_proof(root, b"a")
+        walk_everything(StateTree(SqliteNodeStore(conn, table="nodes")), root)
     conn.close()
 
 
@@ -495,11 +618,11 @@ def test_sqlite_cache_stays_within_its_bound() -> None:
 
 def test_sqlite_reads_many_nodes_in_chunks() -> None:
     conn = sqlite3.connect(":memory:")
-    state = {b"k%d" % i: b"v" for i in range(1500)}
+    state = {b"k%d" % i: b"v" for i in range(3000)}
     root = StateTree(SqliteNodeStore(conn)).update(EMPTY_HASH, state)
     cold = SqliteNodeStore(conn, cache_nodes_max=0)
     hashes = [row[0] for row in conn.execute("SELECT hash FROM state_nodes")]
-    assert len(cold.get_nodes(hashes)) == len(hashes) > 1000
+    assert len(cold.get_nodes(hashes)) == len(hashes) > 2 * SQLITE_READ_NODES_MAX
     changed = dict.fromkeys(state, b"w")
     assert StateTree(cold).update(root, changed) == reference_root(changed)
     conn.close()
@@ -507,14 +630,21 @@ def test_sqlite_reads_many_nodes_in_chunks() -> None:
 
 @pytest.mark.parametrize("table", ["", "1nodes", "nodes; DROP TABLE x", "a-b"])
 def test_sqlite_store_rejects_unsafe_table_names(table: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(StoreError) as caught:
         SqliteNodeStore(sqlite3.connect(":memory:"), table=table)
+    assert caught.value.code == "invalid_table_name"
 
 
-def test_error_codes_are_stable() -> None:
-    assert StateProofError.code == "invalid_state_proof"
-    assert StateCorruptionError("x").code == "store_corrupt" in ERROR_CODES
-    assert StateRootNotFoundError("x").code == "not_found" in ERROR_CODES
+def test_error_codes_are_stable_and_documented() -> None:
+    for error, code in [
+        (StateProofError("x"), "invalid_state_proof"),
+        (StateCorruptionError("x"), "store_corrupt"),
+        (StateRootNotFoundError("x"), "state_root_not_found"),
+    ]:
+        assert isinstance(error, LedgerError)
+        assert error.code == code and code in ERROR_CODES
+    assert isinstance(StateProofError("x"), ValueError)
+    assert isinstance(StateCorruptionError("x"), StoreCorruption)
 
 
 def test_larger_random_batches_match_reference() -> None:

@@ -50,12 +50,29 @@ def flip_bit(data: bytes, bit: int) -> bytes:
     return bytes(changed)
 
 
+OPEN_CONNECTIONS: list[sqlite3.Connection] = []
+
+
+def connect() -> sqlite3.Connection:
+    """An in-memory database, closed after the test (3.13+ warns about unclosed ones)."""
+    conn = sqlite3.connect(":memory:")
+    OPEN_CONNECTIONS.append(conn)
+    return conn
+
+
+@pytest.fixture(autouse=True)
+def close_connections() -> Iterator[None]:
+    yield
+    while OPEN_CONNECTIONS:
+        OPEN_CONNECTIONS.pop().close()
+
+
 def memory_store() -> LogNodeStore:
     return MemoryLogNodeStore()
 
 
 def sqlite_store() -> LogNodeStore:
-    return SqliteLogNodeStore(sqlite3.connect(":memory:"))
+    return SqliteLogNodeStore(connect())
 
 
 STORE_FACTORIES: list[Callable[[], LogNodeStore]] = [memory_store, sqlite_store]
@@ -200,7 +217,7 @@ def test_reopen_past_the_stored_size_fails() -> None:
 
 def test_rollback_then_reopen_drops_uncommitted_appends() -> None:
     """The documented recovery: the caller rolls back and reopens at the committed size."""
-    conn = sqlite3.connect(":memory:")
+    conn = connect()
     store = SqliteLogNodeStore(conn)
     log = TransparencyLog(store)
     log.append_many(make_leaves(10))
@@ -219,7 +236,7 @@ def test_rollback_then_reopen_drops_uncommitted_appends() -> None:
 
 
 def test_sqlite_store_never_commits() -> None:
-    conn = sqlite3.connect(":memory:")
+    conn = connect()
     log = TransparencyLog(SqliteLogNodeStore(conn))
     log.append_many(make_leaves(9))
     log.inclusion_proof(3, 9)
@@ -229,8 +246,8 @@ def test_sqlite_store_never_commits() -> None:
     assert conn.execute("SELECT COUNT(*) FROM log_nodes").fetchone() == (0,)
 
 
-def test_sqlite_store_uses_the_named_table_and_persists_after_commit(tmp_path: object) -> None:
-    conn = sqlite3.connect(":memory:")
+def test_sqlite_store_uses_the_named_table() -> None:
+    conn = connect()
     store = SqliteLogNodeStore(conn, table="audit_nodes")
     log = TransparencyLog(store)
     log.append_many(make_leaves(8))
@@ -241,7 +258,7 @@ def test_sqlite_store_uses_the_named_table_and_persists_after_commit(tmp_path: o
 
 
 def test_sqlite_store_refuses_to_rewrite_a_node() -> None:
-    conn = sqlite3.connect(":memory:")
+    conn = connect()
     store = SqliteLogNodeStore(conn)
     TransparencyLog(store).append_many(make_leaves(3))
     with pytest.raises(sqlite3.IntegrityError):
@@ -251,7 +268,7 @@ def test_sqlite_store_refuses_to_rewrite_a_node() -> None:
 @pytest.mark.parametrize("table", ["", "log nodes", "x; DROP TABLE t", "1abc", "a" * 64])
 def test_sqlite_store_rejects_unsafe_table_names(table: str) -> None:
     with pytest.raises(LogError) as caught:
-        SqliteLogNodeStore(sqlite3.connect(":memory:"), table=table)
+        SqliteLogNodeStore(connect(), table=table)
     assert caught.value.code == "invalid_table_name"
 
 
@@ -333,13 +350,13 @@ def test_a_bad_leaf_fails_the_whole_batch() -> None:
     before = (log.root(), dict(store.nodes))
     batch = [*make_leaves(4, salt=1), "not bytes", *make_leaves(2, salt=2)]
     with pytest.raises(LogError) as caught:
-        log.append_many(batch)  # type: ignore[list-item]
+        log.append_many(batch)  # type: ignore[arg-type]
     assert caught.value.code == "invalid_leaf_hash"
     assert (log.size, log.root(), store.nodes) == (3, *before)
 
 
 def test_a_failed_store_write_leaves_the_log_unchanged() -> None:
-    conn = sqlite3.connect(":memory:")
+    conn = connect()
     store = SqliteLogNodeStore(conn)
     TransparencyLog(store).append_many(make_leaves(6))
     log = TransparencyLog(store, 4)  # behind the store: its next write collides
@@ -373,7 +390,9 @@ def test_a_full_log_refuses_appends() -> None:
     use_sqlite=st.booleans(),
     data=st.data(),
 )
-def test_random_append_batches(batch_sizes: list[int], use_sqlite: bool, data: st.DataObject) -> None:
+def test_random_append_batches(
+    batch_sizes: list[int], use_sqlite: bool, data: st.DataObject
+) -> None:
     leaves = make_leaves(sum(batch_sizes))
     log = TransparencyLog(sqlite_store() if use_sqlite else memory_store())
     heads: list[tuple[int, bytes]] = []

@@ -1,0 +1,28 @@
+"""Fast paths (signing input, arrays of encoded items) give exactly the generic encoding."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.encoding import encode, encode_array_of_encoded
+from ledger.keys import DOMAINS, signing_input
+
+
+@settings(max_examples=200)
+@given(domain=st.sampled_from(DOMAINS), chain_id=st.text(max_size=70),
+       message=st.one_of(st.binary(max_size=300), st.integers(0, 70_000).map(lambda n: b"\x07" * n)))
+def test_signing_input_equals_generic_encoding(domain: str, chain_id: str, message: bytes) -> None:
+    assert signing_input(domain, chain_id, message) == encode([domain, chain_id, message])
+
+
+@settings(max_examples=100)
+@given(items=st.lists(st.one_of(st.integers(-(2**63), 2**64 - 1), st.binary(max_size=40), st.text(max_size=10)),
+                      max_size=40))
+def test_array_of_encoded_equals_generic_encoding(items: list[object]) -> None:
+    assert encode_array_of_encoded([encode(item) for item in items]) == encode(items)
+
+
+def test_array_headers_at_their_boundaries() -> None:
+    for count in (0, 15, 16, 65535, 65536):
+        assert encode_array_of_encoded([b"\x01"] * count) == encode([1] * count)
