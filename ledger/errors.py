@@ -33,6 +33,10 @@ ERROR_CODES: dict[str, str] = {
     "unknown_sender": "The transaction's sender is not a registered member.",
     "bad_nonce": "The transaction's nonce is not the sender's next nonce.",
     "expired": "The transaction's expiry height has passed.",
+    "nonce_already_used": "The sender's nonce has already been consumed by a committed transaction.",
+    "nonce_already_pending": "Another pending transaction of the sender holds this nonce.",
+    "nonce_too_far_ahead": "The nonce is too far beyond the sender's next nonce to queue.",
+    "mempool_full": "The node's mempool is full; retry later.",
     # blocks and certificates
     "wrong_chain": "The object belongs to another chain id.",
     "wrong_height": "Heights are not consecutive from genesis.",
@@ -62,6 +66,8 @@ ERROR_CODES: dict[str, str] = {
     # genesis
     "invalid_genesis": "The genesis document breaks a rule.",
     "genesis_mismatch": "The store belongs to a different genesis.",
+    # node configuration
+    "invalid_config": "A node's home directory or config file is missing or malformed.",
     # store
     "store_not_found": "No store exists at the given path.",
     "store_corrupt": "Stored bytes disagree with their hashes or with each other.",

@@ -22,7 +22,7 @@ _IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _CURRENCY = re.compile(r"[A-Z][A-Z0-9]{2,7}")
 _ROLE = re.compile(r"[a-z][a-z_-]{0,22}(:[A-Z][A-Z0-9]{2,7})?")
 
-ROLES_PLAIN = ("participant", "fx_provider", "auditor", "regulator", "registrar")
+ROLES_PLAIN = ("participant", "fx_provider", "auditor", "regulator", "registrar", "validator")
 """Roles without a qualifier; ``issuer:<CURRENCY>`` is the qualified one."""
 
 

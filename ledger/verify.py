@@ -239,7 +239,21 @@ class ChainVerifier:
 
 
 def verify_store(store: Store, progress: ProgressCallback | None = None) -> VerificationReport:
-    """Verify every block of a store, then its index, log nodes and state rows."""
+    """Verify every block of a store, then its index, log nodes and state rows.
+
+    Runs inside one read transaction: a node may keep committing while an
+    auditor reads its data dir, and SQLite's WAL gives this reader a fixed
+    snapshot of the store as of the start.
+    """
+    store._conn.execute("BEGIN")  # noqa: SLF001
+    try:
+        store._load_head()  # noqa: SLF001 (the head as of this snapshot, if the writer moved on since open)
+        return _verify_store_snapshot(store, progress)
+    finally:
+        store._conn.execute("ROLLBACK")  # noqa: SLF001
+
+
+def _verify_store_snapshot(store: Store, progress: ProgressCallback | None) -> VerificationReport:
     report = VerificationReport()
     head = _stored_head_height(store)
     height = 0  # the block being verified; an error that names no height happened there

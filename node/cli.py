@@ -62,6 +62,32 @@ def _build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="print a JSON report")
     audit.set_defaults(run=_run_audit)
 
+    node = commands.add_parser("node", help="run a validator node")
+    node_commands = node.add_subparsers(title="node commands")
+    node_run = node_commands.add_parser("run", help="run one node in the foreground (what a container runs)")
+    node_run.add_argument("--home", type=Path, required=True, help="the node's directory (node.json, key.json, ...)")
+    node_run.set_defaults(run=_run_node)
+
+    net = commands.add_parser("net", help="a local network of validators on loopback")
+    net_commands = net.add_subparsers(title="net commands")
+    net_up = net_commands.add_parser("up", help="create (if needed) and start a local network")
+    net_up.add_argument("--nodes", type=int, default=4)
+    net_up.add_argument("--dir", type=Path, default=Path(".devnet"))
+    net_up.set_defaults(run=_run_net_up)
+    net_status = net_commands.add_parser("status", help="each node's height, head, peers and health")
+    net_status.add_argument("--dir", type=Path, default=Path(".devnet"))
+    net_status.add_argument("--json", action="store_true")
+    net_status.set_defaults(run=_run_net_status)
+    net_down = net_commands.add_parser("down", help="stop the local network cleanly")
+    net_down.add_argument("--dir", type=Path, default=Path(".devnet"))
+    net_down.set_defaults(run=_run_net_down)
+
+    bench = commands.add_parser("bench", help="end-to-end benchmark on a fresh devnet (committed tx/s, latency)")
+    bench.add_argument("--nodes", type=int, default=4)
+    bench.add_argument("--seconds", type=int, default=30)
+    bench.add_argument("--json", type=Path, help="write one JSON record here")
+    bench.set_defaults(run=_run_bench)
+
     keygen = commands.add_parser("keygen", help="create an Ed25519 key file")
     keygen.add_argument("--name", required=True)
     keygen.add_argument("--out", type=Path, required=True)
@@ -149,6 +175,68 @@ def _run_audit(args: argparse.Namespace) -> int:
             else:
                 print(f"{result['data_dir']}: FAILED at height {result['height']}: {result['code']}: {result['detail']}")
     return worst
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from node.config import load_config, load_genesis, load_node_key  # noqa: PLC0415
+    from node.service import Node  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.home)
+    node = Node(config, load_genesis(args.home), load_node_key(args.home))
+    asyncio.run(node.run())
+    return EXIT_OK
+
+
+def _run_net_up(args: argparse.Namespace) -> int:
+    from node import devnet  # noqa: PLC0415
+
+    ready = devnet.up(args.dir, args.nodes, progress=lambda line: print(line, file=sys.stderr))
+    for node, pid in ready:
+        print(f"{node.name}  {node.api}  pid {pid}")
+    return EXIT_OK
+
+
+def _run_net_status(args: argparse.Namespace) -> int:
+    from node import devnet  # noqa: PLC0415
+
+    rows = []
+    for node in devnet.load_devnet(args.dir):
+        status = devnet.get_status(node) or {}
+        peers = status.get("peers", [])
+        rows.append({"name": node.name, "api": node.api, "pid": devnet.get_pid(node), "home": str(node.home),
+                     "height": status.get("height"), "head_hash": status.get("head_hash"),
+                     "peers_connected": sum(1 for p in peers if p.get("connected")), "peers": len(peers),
+                     "healthy": bool(status)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for row in rows:
+        health = "up" if row["healthy"] else ("no answer" if row["pid"] else "down")
+        head = (row["head_hash"] or "")[:16]
+        print(f"{row['name']:<14} {row['api']:<24} pid {str(row['pid'] or '-'):<8} height {str(row['height'] or '-'):<8}"
+              f" head {head or '-':<16} peers {row['peers_connected']}/{row['peers']}  {health}")
+    return EXIT_OK
+
+
+def _run_net_down(args: argparse.Namespace) -> int:
+    from node import devnet  # noqa: PLC0415
+
+    stopped = devnet.down(args.dir)
+    print(f"stopped {', '.join(stopped) if stopped else 'nothing (no node was running)'}")
+    return EXIT_OK
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from node import bench  # noqa: PLC0415
+
+    if args.seconds < 1 or not 1 <= args.nodes <= 16:
+        print("error: --seconds must be >= 1 and --nodes between 1 and 16", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    return bench.main(args.nodes, args.seconds, args.json)
 
 
 def _run_keygen(args: argparse.Namespace) -> int:

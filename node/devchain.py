@@ -56,7 +56,11 @@ def create_demo_network(directory: Path, validators: int = 4, seed: int | None =
         chain_id=DEMO_CHAIN_ID,
         genesis_time_ms=DEMO_GENESIS_TIME_MS,
         validator_set=ValidatorSet(tuple(Validator(n, k.public_key, 1) for n, k in sorted(validator_keys.items()))),
-        members=tuple(Member(n, member_keys[n].public_key, tuple(sorted(r))) for n, r in DEMO_MEMBERS),
+        # Validators are members too (role "validator"), so they can report evidence on chain.
+        members=tuple(sorted(
+            [Member(n, member_keys[n].public_key, tuple(sorted(r))) for n, r in DEMO_MEMBERS]
+            + [Member(n, k.public_key, ("validator",)) for n, k in validator_keys.items()],
+            key=lambda member: member.name)),
         currencies=DEMO_CURRENCIES,
         params=(Param("aml_report_threshold_minor", 5_000_000),),
     )

@@ -1,6 +1,17 @@
 #!/usr/bin/env bash
-# The main job, from a fresh clone: set up, build a demo chain of certified blocks, verify it.
+# The main job, from a fresh clone: set up, start a local network of 4 validators,
+# settle payments through the HTTP API, and audit every node's chain.
+# The network keeps running afterwards: `.venv/bin/ledger net status` / `.venv/bin/ledger net down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/ledger demo --fresh "$@"
+dir=${DEVNET_DIR:-.devnet}
+echo "== starting 4 validators in $dir"
+.venv/bin/ledger net up --dir "$dir"
+echo "== settling payments"
+.venv/bin/python scripts/demo_payments.py --dir "$dir"
+echo "== auditing every node's data dir (hash links, certificates, signatures, roots, state, supply)"
+for home in "$dir"/validator-*; do
+  .venv/bin/ledger audit --data-dir "$home/data"
+done
+echo "== the network is still running: .venv/bin/ledger net status --dir $dir ; .venv/bin/ledger net down --dir $dir"

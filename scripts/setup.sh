@@ -15,9 +15,13 @@ fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing dependencies into .venv (first run takes a minute)" >&2
-  .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  .venv/bin/python -m pip install --quiet -e '.[test]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  .venv/bin/python -c 'import nacl, msgpack, hypothesis, pytest, ledger' || { echo "error: install failed" >&2; exit 2; }
+  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e '.[test]'; } \
+       > .venv/install.log 2>&1 \
+     || ! .venv/bin/python -c 'import nacl, msgpack, hypothesis, pytest, fastapi, uvicorn, httpx, ledger' 2>>.venv/install.log; then
+    tail -n 30 .venv/install.log >&2
+    echo "error: installing the dependencies failed (full log: .venv/install.log)" >&2
+    exit 2
+  fi
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
