@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from contracts.runtime import BlockContext, Receipt, execute_block
+from contracts.runtime import BlockContext, Receipt, SignatureCache, execute_block
 from ledger.block import Block, BlockHeader, compute_tx_root
 from ledger.state import StateReader, StateView
 from ledger.store import Store
@@ -29,23 +29,25 @@ class ExecutedBlock:
 
 
 def execute_block_on(
-    state: StateReader, transactions: Sequence[SignedTransaction], context: BlockContext
+    state: StateReader, transactions: Sequence[SignedTransaction], context: BlockContext,
+    already_verified: SignatureCache | None = None,
 ) -> tuple[dict[bytes, bytes | None], list[Receipt]]:
     """Run a block's transactions on a view of ``state``; return its writes and receipts."""
     view = StateView(state)
-    receipts = execute_block(view, transactions, context)
+    receipts = execute_block(view, transactions, context, already_verified)
     return dict(view.changes()), receipts
 
 
 def build_block(
-    store: Store, transactions: Sequence[SignedTransaction], proposer: str, timestamp_ms: int
+    store: Store, transactions: Sequence[SignedTransaction], proposer: str, timestamp_ms: int,
+    already_verified: SignatureCache | None = None,
 ) -> ExecutedBlock:
     """Execute ``transactions`` on the store's head and make the header that commits to them."""
     height = store.head_height + 1
     if store.head_header is not None:
         timestamp_ms = max(timestamp_ms, store.head_header.timestamp_ms)
     context = BlockContext(store.chain_id, height, timestamp_ms)
-    changes, receipts = execute_block_on(store, transactions, context)
+    changes, receipts = execute_block_on(store, transactions, context, already_verified)
     roots = store.prepare_roots(transactions, changes)
     header = BlockHeader(
         chain_id=store.chain_id,

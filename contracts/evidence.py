@@ -18,6 +18,16 @@ from ledger import encoding as enc
 from ledger import keys
 from ledger.block import Vote
 from ledger.errors import EncodingError
+from ledger.transaction import SignedTransaction, Transaction
+
+
+def make_report(reporter: str, key: keys.PrivateKey, nonce: int, chain_id: str,
+                vote_a: Vote, signature_a: bytes, vote_b: Vote, signature_b: bytes) -> SignedTransaction:
+    """The ``evidence.report`` transaction a validator signs to put a double vote on chain."""
+    body = Transaction(reporter, nonce, "evidence", "report",
+                       {"vote_a": vote_a.encode(), "signature_a": signature_a,
+                        "vote_b": vote_b.encode(), "signature_b": signature_b}, 0)
+    return body.sign(key, chain_id)
 
 
 def evidence_key(vote: Vote) -> bytes:

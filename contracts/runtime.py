@@ -100,12 +100,18 @@ def register(contract: str, method: str) -> Callable[[Method], Method]:
     return decorate
 
 
-def admit(view: StateView, signed: SignedTransaction, block: BlockContext, signature_ok: bool | None = None) -> None:
+Verdict = tuple[bool, bytes]
+"""A signature check done ahead of time: (is valid, under which public key)."""
+
+
+def admit(view: StateView, signed: SignedTransaction, block: BlockContext, verdict: Verdict | None = None) -> None:
     """Block-level rules for one transaction; a failure invalidates the block."""
     tx = signed.body
     member = view.get_member(tx.sender)
     if member is None:
         raise InvalidBlock("unknown_sender", f"{tx.sender} is not a member", height=block.height)
+    # A verdict counts only for the key in force now (an earlier transaction may have rotated it).
+    signature_ok = verdict[0] if verdict is not None and verdict[1] == member.public_key else None
     if signature_ok is None:
         signature_ok = signed.is_signed_by(member.public_key, block.chain_id)
     if not signature_ok:
@@ -118,9 +124,9 @@ def admit(view: StateView, signed: SignedTransaction, block: BlockContext, signa
 
 
 def execute_transaction(view: StateView, signed: SignedTransaction, block: BlockContext,
-                        signature_ok: bool | None = None) -> Receipt:
+                        verdict: Verdict | None = None) -> Receipt:
     """Admit, consume the nonce, run the call atomically, return its receipt."""
-    admit(view, signed, block, signature_ok)
+    admit(view, signed, block, verdict)
     tx = signed.body
     view.put_account(tx.sender, view.get_account(tx.sender).with_nonce(tx.nonce + 1))
     method = _registry.get((tx.contract, tx.method))
@@ -138,20 +144,39 @@ def execute_transaction(view: StateView, signed: SignedTransaction, block: Block
     return Receipt(RECEIPT_OK, "", tuple(context.events))
 
 
-def execute_block(view: StateView, transactions: Sequence[SignedTransaction], block: BlockContext) -> list[Receipt]:
-    """Execute a block's transactions in order; signatures checked in one parallel batch."""
-    verdicts = _verify_signatures(view, transactions, block.chain_id)
+SignatureCache = Callable[[bytes, bytes], bool]
+"""``(tx_id, public_key) -> True`` if this node already verified that signature under that key."""
+
+
+def execute_block(view: StateView, transactions: Sequence[SignedTransaction], block: BlockContext,
+                  already_verified: SignatureCache | None = None) -> list[Receipt]:
+    """Execute a block's transactions in order; signatures checked in one parallel batch.
+
+    A node passes ``already_verified`` (its mempool's record) so a signature
+    it checked at admission is not checked again under the same key; the
+    verdict is the same, only the work is saved.
+    """
+    verdicts = _verify_signatures(view, transactions, block.chain_id, already_verified)
     return [execute_transaction(view, signed, block, ok) for signed, ok in zip(transactions, verdicts)]
 
 
-def _verify_signatures(view: StateView, transactions: Sequence[SignedTransaction], chain_id: str) -> list[bool | None]:
-    """Verify every signature whose key is known now (keys may rotate inside the block later)."""
+def _verify_signatures(view: StateView, transactions: Sequence[SignedTransaction], chain_id: str,
+                       already_verified: SignatureCache | None) -> list[Verdict | None]:
+    """Verify every signature under the key in force now (admission re-checks if a key rotated in the block)."""
+    verdicts: list[Verdict | None] = [None] * len(transactions)
+    positions: list[int] = []
     items: list[tuple[bytes, bytes, bytes]] = []
-    for signed in transactions:
+    for index, signed in enumerate(transactions):
         member = view.get_member(signed.body.sender)
         key = member.public_key if member else b""
+        if already_verified is not None and key and already_verified(signed.tx_id, key):
+            verdicts[index] = (True, key)
+            continue
+        positions.append(index)
         items.append((key, signed.body.signing_bytes(chain_id), signed.signature))
-    return list(keys.verify_many(items))
+    for index, item, is_valid in zip(positions, items, keys.verify_many(items)):
+        verdicts[index] = (is_valid, item[0])
+    return verdicts
 
 
 def get_method(contract: str, method: str) -> Method | None:

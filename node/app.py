@@ -42,7 +42,8 @@ class LedgerApplication:
         assert height == self.store.head_height + 1, (height, self.store.head_height)
         transactions = self.mempool.reap(self.store, PROPOSAL_TXS_MAX, PROPOSAL_BYTES_MAX)
         try:
-            executed = build_block(self.store, transactions, self.proposer_name, timestamp_ms)
+            executed = build_block(self.store, transactions, self.proposer_name, timestamp_ms,
+                                   self.mempool.is_verified)
         except LedgerError as error:
             # A pending transaction that fails admission (e.g. its sender's key rotated) is dropped.
             log.warning("dropping the proposal's transactions after %s; proposing an empty block", error)
@@ -80,7 +81,7 @@ class LedgerApplication:
         if header.tx_count != len(tx_ids) or header.tx_root != compute_tx_root(tx_ids):
             return None
         context = BlockContext(store.chain_id, header.height, header.timestamp_ms)
-        changes, receipts = execute_block_on(store, block.transactions, context)
+        changes, receipts = execute_block_on(store, block.transactions, context, self.mempool.is_verified)
         roots = store.prepare_roots(block.transactions, changes)
         if (roots.state_root, roots.log_size, roots.log_root) != (header.state_root, header.log_size, header.log_root):
             return None
@@ -100,7 +101,7 @@ class LedgerApplication:
     def _execute_for_commit(self, block: Block) -> ExecutedBlock:
         header: BlockHeader = block.header
         context = BlockContext(self.store.chain_id, header.height, header.timestamp_ms)
-        changes, receipts = execute_block_on(self.store, block.transactions, context)
+        changes, receipts = execute_block_on(self.store, block.transactions, context, self.mempool.is_verified)
         self.store.prepare_roots(block.transactions, changes)
         return ExecutedBlock(block, changes, receipts)
 

@@ -62,10 +62,15 @@ Deviations from Algorithm 1, each on purpose:
    any of them: a second signed proposal from the same proposer is still
    "a PROPOSAL from proposer(h, r)".
 6. Restart. ``resume`` (the state last recorded in the WAL) restores round,
-   step, lock and valid round. The WAL stores only block hashes, so a
-   resumed proposer whose validValue block is not at hand proposes a fresh
-   block (pol_round -1). That is safe (locked validators prevote nil) but
-   costs that round.
+   step, lock and valid round. ``proof_of_lock`` (the block and 2f+1
+   prevotes recorded with our last precommit for a block) restores
+   validValue, so a validator that crashed while locked can re-propose it
+   with its proof. Without it, the locked validators of a crashed majority
+   could wait forever for a block nobody holds. The paper keeps everything
+   in memory and has no restarts. A validValue set later, while already in
+   precommit (L42 without L37), is not recorded. If the resumed proposer
+   lacks that block, it proposes a fresh one (pol_round -1). That is safe,
+   because locked validators prevote nil, but it costs the round.
 7. L55 jumps to the highest round that has f+1 power, not just any such round.
 8. valid(v) (``Application.validate_block``) runs at most once per block
    hash per height. It is deterministic, so caching does not change a verdict.
@@ -77,7 +82,9 @@ from a validator of the set, be a prevote or precommit for a 32-byte hash or
 nil, and carry a valid signature. The first vote of each validator per
 (round, kind) counts. An identical copy is ignored before its signature is
 checked. A different vote with a valid signature is reported once as
-``ReportEvidence``. A core without a key (``validator_name`` None or not in
+``ReportEvidence``. It still counts towards its own value when that value is
+nil or a block proposed at this height (``VoteSet``), but never towards "2f+1
+of any kind". A core without a key (``validator_name`` None or not in
 the set) runs the same rules and commits, but never asks to sign.
 """
 
@@ -96,6 +103,7 @@ from ledger.block import (
     CommitCertificate,
     Vote,
 )
+from ledger.errors import EncodingError
 from ledger.hashing import HASH_BYTES
 from ledger.validators import VALIDATORS_MAX, ValidatorSet
 from node.messages import POL_ROUND_NONE, Proposal, ProposalMessage, SignedVote
@@ -187,6 +195,43 @@ class ConsensusState(enc.Record):
     )
 
 
+def _block_from_bytes(value: object) -> Block:
+    if type(value) is not bytes:
+        raise EncodingError("wrong_type", "expected the block's canonical bytes")
+    return Block.decode(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ProofOfLock(enc.Record):
+    """validValue with the 2f+1 prevotes that made it valid: what a restarted proposer needs.
+
+    The core attaches one to every precommit for a block (the moment it locks, L36-43); the
+    shell records it in the WAL with that signature, so a validator that crashes while locked
+    can still re-propose its valid value with its proof (L15-16, L28) instead of knowing only
+    a hash. On the wire the block is its canonical bytes, as in ``ProposalMessage``.
+    """
+
+    round: int
+    """validRound: the round of the prevotes."""
+    block: Block
+    """validValue."""
+    prevotes: tuple[SignedVote, ...]
+    """Prevotes for the block at ``round`` holding more than 2/3 of the power."""
+
+    WIRE: ClassVar[tuple[enc.FieldCheck, ...]] = (
+        enc.uint(32),
+        _block_from_bytes,
+        enc.array_of(enc.record(SignedVote), VALIDATORS_MAX),
+    )
+
+    def to_wire(self) -> list[object]:
+        return [self.round, self.block.encode(), [prevote.to_wire() for prevote in self.prevotes]]
+
+    @property
+    def height(self) -> int:
+        return self.block.height
+
+
 class Application(Protocol):
     """What consensus needs from the node (and from the simulator's fake)."""
 
@@ -226,6 +271,8 @@ class SignVote:
     vote: Vote
     state: ConsensusState
     """The core's state as it asks (for a precommit: with the new lock)."""
+    proof_of_lock: ProofOfLock | None = None
+    """With a precommit for a block: the block and its prevotes, to record with the signature."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,24 +315,47 @@ Action = SignProposal | SignVote | Broadcast | ScheduleTimeout | CommitBlock | R
 
 @dataclass(slots=True)
 class VoteSet:
-    """The first vote of each validator for one (height, round, kind), with power sums."""
+    """The votes of one (height, round, kind), with power sums.
+
+    ``votes`` holds the first vote of each validator. It decides "2f+1 of any
+    kind" (L34, L47), and a later different vote is evidence against it.
+    ``by_block_hash`` holds every validator's vote for each value, an
+    equivocator's conflicting votes included. It decides "2f+1 for id(v)", as
+    the paper counts messages for a value. Otherwise a node that first saw an
+    equivocator's nil prevote could never count a proof-of-lock that holds the
+    equivocator's prevote for the block (CometBFT admits such votes the same
+    way, through ``SetPeerMaj23``).
+    """
 
     votes: dict[str, SignedVote] = field(default_factory=dict)
+    by_block_hash: dict[bytes, dict[str, SignedVote]] = field(default_factory=dict)
     power_by_block_hash: dict[bytes, int] = field(default_factory=dict)
     power_total: int = 0
 
     def add(self, signed_vote: SignedVote, power: int) -> None:
+        """A validator's first vote: it counts for its value and for "any"."""
         vote = signed_vote.vote
         assert vote.validator not in self.votes, vote
         self.votes[vote.validator] = signed_vote
-        self.power_by_block_hash[vote.block_hash] = self.power_by_block_hash.get(vote.block_hash, 0) + power
         self.power_total += power
+        self.add_for_block(signed_vote, power)
+
+    def add_for_block(self, signed_vote: SignedVote, power: int) -> None:
+        """A vote for its value only (an equivocator's second vote adds here, not to "any")."""
+        vote = signed_vote.vote
+        for_block = self.by_block_hash.setdefault(vote.block_hash, {})
+        assert vote.validator not in for_block, vote
+        for_block[vote.validator] = signed_vote
+        self.power_by_block_hash[vote.block_hash] = self.power_by_block_hash.get(vote.block_hash, 0) + power
+
+    def has_vote_for(self, block_hash: bytes, validator: str) -> bool:
+        return validator in self.by_block_hash.get(block_hash, {})
 
     def get_power(self, block_hash: bytes) -> int:
         return self.power_by_block_hash.get(block_hash, 0)
 
     def get_votes_for(self, block_hash: bytes) -> list[SignedVote]:
-        return [signed for signed in self.votes.values() if signed.vote.block_hash == block_hash]
+        return list(self.by_block_hash.get(block_hash, {}).values())
 
 
 # --- The core -----------------------------------------------------------------------------
@@ -304,6 +374,7 @@ class ConsensusCore:
         validator_name: str | None = None,
         config: ConsensusConfig | None = None,
         resume: ConsensusState | None = None,
+        proof_of_lock: ProofOfLock | None = None,
     ) -> None:
         assert height >= 1, height
         self.chain_id = chain_id
@@ -318,7 +389,7 @@ class ConsensusCore:
         self._future_count_by_sender: dict[str, int] = {}
         self._enter_height(height, validator_set)
         if resume is not None and resume.height == height:
-            self._restore(resume)
+            self._restore(resume, proof_of_lock)
 
     # --- Reading the state ---
 
@@ -459,15 +530,22 @@ class ConsensusCore:
         self._validity_by_block_hash: dict[bytes, bool] = {}
         self._evidence_reported: set[tuple[str, int, int]] = set()
         self._own_votes: list[SignedVote] = []
+        self._known_blocks: dict[bytes, Block] = {}
+        """Blocks known without a proposal: the valid block restored from the WAL."""
 
-    def _restore(self, resume: ConsensusState) -> None:
-        """Deviation 6: continue where the WAL says we were (blocks are not in the WAL)."""
+    def _restore(self, resume: ConsensusState, proof_of_lock: ProofOfLock | None) -> None:
+        """Deviation 6: continue where the WAL says we were, with the valid block if it was recorded."""
         self._round = resume.round
         self._step = Step.PRECOMMIT if resume.step == Step.COMMIT else Step(resume.step)
         self._locked_round = resume.locked_round
         self._locked_block_hash = resume.locked_block_hash
         self._valid_round = resume.valid_round
         self._valid_block_hash = resume.valid_block_hash
+        if proof_of_lock is not None and proof_of_lock.height == self._height:
+            self._known_blocks[proof_of_lock.block.compute_hash()] = proof_of_lock.block
+            for prevote in proof_of_lock.prevotes:
+                if prevote.vote.height == self._height and prevote.vote.round == proof_of_lock.round:
+                    self._accept_vote(prevote)  # checked like any vote
 
     def _start_round(self, round_number: int) -> None:
         """L11-21: StartRound(round)."""
@@ -500,17 +578,17 @@ class ConsensusCore:
         self._last_progress_ms = self._now_ms
         self._ask_to_sign_vote(VOTE_PREVOTE, block_hash)
 
-    def _enter_precommit(self, block_hash: bytes) -> None:
+    def _enter_precommit(self, block_hash: bytes, proof_of_lock: ProofOfLock | None = None) -> None:
         self._step = Step.PRECOMMIT
         self._last_progress_ms = self._now_ms
-        self._ask_to_sign_vote(VOTE_PRECOMMIT, block_hash)
+        self._ask_to_sign_vote(VOTE_PRECOMMIT, block_hash, proof_of_lock)
 
-    def _ask_to_sign_vote(self, kind: int, block_hash: bytes) -> None:
+    def _ask_to_sign_vote(self, kind: int, block_hash: bytes, proof_of_lock: ProofOfLock | None = None) -> None:
         if not self._is_validator:
             return
         assert self.validator_name is not None
         vote = Vote(self._height, self._round, kind, block_hash, self.validator_name)
-        self._actions.append(SignVote(vote, self.get_state()))
+        self._actions.append(SignVote(vote, self.get_state(), proof_of_lock))
 
     def _schedule_timeout(self, step: Step) -> None:
         delay_ms = self.config.timeout_ms(step, self._round)
@@ -618,7 +696,9 @@ class ConsensusCore:
             if self._step == Step.PREVOTE:  # L37
                 self._locked_block_hash = block_hash  # L38
                 self._locked_round = self._round  # L39
-                self._enter_precommit(block_hash)  # L40-41
+                prevotes = self._votes[(self._round, VOTE_PREVOTE)].get_votes_for(block_hash)
+                proof = ProofOfLock(self._round, message.block, tuple(prevotes))
+                self._enter_precommit(block_hash, proof)  # L40-41
             return True
         return False
 
@@ -696,24 +776,27 @@ class ConsensusCore:
             return False
         vote_set = self._votes.get((vote.round, vote.kind))
         first = vote_set.votes.get(vote.validator) if vote_set is not None else None
-        if first is not None and first.vote == vote:
+        if vote_set is not None and vote_set.has_vote_for(vote.block_hash, vote.validator):
             return False  # a duplicate (even with another valid signature): counted once
         validator = self._validators.get(vote.validator)
         if validator is None or not signed_vote.is_signed_by(validator.public_key, self.chain_id):
             return False
-        if first is not None:
-            self._report_evidence(first, signed_vote)
-            return False
         if vote_set is None:
             vote_set = self._votes[(vote.round, vote.kind)] = VoteSet()
-        vote_set.add(signed_vote, validator.voting_power)
-        self._note_sender(vote.round, vote.validator)
+        if first is None:
+            vote_set.add(signed_vote, validator.voting_power)
+            self._note_sender(vote.round, vote.validator)
+            if vote.validator == self.validator_name:
+                self._own_votes.append(signed_vote)
+                self._actions.append(Broadcast(signed_vote))
+        else:
+            self._report_evidence(first, signed_vote)
+            if not self._is_known_value(vote.block_hash):
+                return False  # bounds what an equivocator can make us store
+            vote_set.add_for_block(signed_vote, validator.voting_power)
         if vote.kind == VOTE_PRECOMMIT and vote.block_hash != NIL_BLOCK_HASH:
             if self._has_quorum(vote_set.get_power(vote.block_hash)):
                 self._precommit_quorums.setdefault(vote.round, set()).add(vote.block_hash)
-        if vote.validator == self.validator_name:
-            self._own_votes.append(signed_vote)
-            self._actions.append(Broadcast(signed_vote))
         return True
 
     def _report_evidence(self, first: SignedVote, second: SignedVote) -> None:
@@ -774,9 +857,19 @@ class ConsensusCore:
             return None
         return next(iter(in_round.values()))
 
+    def _is_known_value(self, block_hash: bytes) -> bool:
+        """nil, or the hash of a block proposed (or restored) at this height."""
+        return (
+            block_hash == NIL_BLOCK_HASH
+            or block_hash in self._known_blocks
+            or any(block_hash in in_round for in_round in self._proposals.values())
+        )
+
     def _get_known_block(self, block_hash: bytes) -> Block | None:
         if block_hash == NIL_BLOCK_HASH:
             return None
+        if block_hash in self._known_blocks:
+            return self._known_blocks[block_hash]
         for in_round in self._proposals.values():
             message = in_round.get(block_hash)
             if message is not None:
@@ -797,6 +890,7 @@ class ConsensusCore:
 
 
 enc.check_record_wire(ConsensusState)
+enc.check_record_wire(ProofOfLock)
 
 __all__ = [
     "FUTURE_MESSAGES_MAX",
@@ -811,6 +905,7 @@ __all__ = [
     "ConsensusConfig",
     "ConsensusCore",
     "ConsensusState",
+    "ProofOfLock",
     "ReportEvidence",
     "ScheduleTimeout",
     "SignProposal",

@@ -49,6 +49,7 @@ class Mempool:
         self.bytes_max = bytes_max
         self._by_id: dict[bytes, SignedTransaction] = {}
         self._by_sender: dict[str, dict[int, bytes]] = {}
+        self._verified_key: dict[bytes, bytes] = {}
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -63,6 +64,10 @@ class Mempool:
 
     def get(self, tx_id: bytes) -> SignedTransaction | None:
         return self._by_id.get(tx_id)
+
+    def is_verified(self, tx_id: bytes, public_key: bytes) -> bool:
+        """True if this pool checked the transaction's signature under ``public_key`` at admission."""
+        return self._verified_key.get(tx_id) == public_key
 
     def admit_many(self, items: Sequence[SignedTransaction], state: StateReader) -> list[Admission | MempoolError]:
         """Admit decoded transactions; signatures are checked in one batch on all cores."""
@@ -81,12 +86,15 @@ class Mempool:
                 continue
             to_verify.append(index)
             triples.append((member.public_key, signed.body.signing_bytes(self.chain_id), signed.signature))
-        for index, is_valid in zip(to_verify, keys.verify_many(triples)):
+        for index, triple, is_valid in zip(to_verify, triples, keys.verify_many(triples)):
             signed = items[index]
             if not is_valid:
                 results[index] = MempoolError("invalid_signature", f"transaction from {signed.body.sender}")
                 continue
-            results[index] = self._insert(signed, view)
+            result = self._insert(signed, view)
+            if isinstance(result, Admission) and result.outcome == ADMITTED:
+                self._verified_key[result.tx_id] = triple[0]
+            results[index] = result
         return [result for result in results if result is not None]
 
     def _insert(self, signed: SignedTransaction, view: StateView) -> Admission | MempoolError:
@@ -156,6 +164,7 @@ class Mempool:
         signed = self._by_id.pop(tx_id, None)
         if signed is None:
             return
+        self._verified_key.pop(tx_id, None)
         self._bytes -= len(signed.encode())
         pending = self._by_sender.get(signed.body.sender)
         if pending is not None:

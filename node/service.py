@@ -32,13 +32,14 @@ from typing import Any
 
 import uvicorn
 
+from contracts.evidence import make_report
 from ledger import encoding as enc
 from ledger.block import Block, CommitCertificate
 from ledger.errors import EncodingError, InvalidBlock, LedgerError
 from ledger.keys import PrivateKey
 from ledger.store import Store
 from ledger.state import member_key
-from ledger.transaction import SignedTransaction, Transaction
+from ledger.transaction import SignedTransaction
 from node.api import create_app
 from node.app import LedgerApplication
 from node.config import NodeConfig
@@ -280,10 +281,8 @@ class Node:
         if self.store.get(member_key(self.name)) is None:
             log.warning("cannot record evidence on chain: %s is not a member", self.name)
             return
-        body = Transaction(self.name, self.mempool.get_next_nonce(self.name, self.store), "evidence", "report",
-                           {"vote_a": first.vote.encode(), "signature_a": first.signature,
-                            "vote_b": second.vote.encode(), "signature_b": second.signature}, 0)
-        signed = body.sign(self.key, self.chain_id)
+        signed = make_report(self.name, self.key, self.mempool.get_next_nonce(self.name, self.store), self.chain_id,
+                             first.vote, first.signature, second.vote, second.signature)
         result = self.mempool.admit_many([signed], self.store)[0]
         if isinstance(result, Admission):
             self._gossip_queue.append(signed.encode())

@@ -17,14 +17,17 @@ before its record is durable. (CometBFT ``privval/file.go``: ``CheckHRS`` and
 
 Steps are ordered as a round signs them: proposal (1) < prevote (2) <
 precommit (3). Each record also carries the core's ``ConsensusState`` as it
-asked to sign (round, step, lock, valid round). ``load()`` returns that state
-and every record of the last height, so a restarted core keeps its lock and
-the shell can re-send the votes it signed.
+asked to sign (round, step, lock, valid round). A precommit for a block also
+records its ``ProofOfLock`` (the block and the 2f+1 prevotes for it).
+``load()`` returns the last state, the last proof of lock and every record of
+the last height. With them a restarted core keeps its lock and can
+re-propose its valid block, and the shell can re-send the votes it signed.
 
 **File format** (``SignerWal``): an append-only log. The file starts with
 ``WAL_MAGIC``, then frames of ``[length: u32 BE][crc32: u32 BE][payload]``.
 The payload is ``encode([kind, record])``: kind 1 is a ``WalRecord``, kind 2
-a ``ConsensusState`` saved on its own. Why append and not write-temp-and-
+a ``ConsensusState`` saved on its own, and kind 3 a ``ProofOfLock``, written
+in the same append as (and just before) the record it goes with. Why append and not write-temp-and-
 rename: a signature costs one ``fdatasync`` instead of two fsyncs (the file
 and its directory), and a crash can tear only the last frame. On open, frames
 are read until the first bad one (short, a bad length, a bad checksum, or
@@ -54,9 +57,10 @@ from typing import Any, ClassVar, Protocol
 from ledger import encoding as enc
 from ledger import keys
 from ledger.block import VOTE_PRECOMMIT, VOTE_PREVOTE, Vote
+from ledger.validators import VALIDATORS_MAX
 from ledger.errors import EncodingError
-from node.consensus import ConsensusState
-from node.messages import SignedVote
+from node.consensus import ConsensusState, ProofOfLock
+from node.messages import PROPOSAL_MESSAGE_BYTES_MAX, SIGNED_VOTE_BYTES_MAX, SignedVote
 
 SIGN_STEP_PROPOSAL = 1
 SIGN_STEP_PREVOTE = 2
@@ -69,19 +73,24 @@ WAL_FILE_NAME = "signer.wal"
 FRAME_HEADER_BYTES = 8
 SIGN_BYTES_MAX = 1024
 """A vote's or proposal's signing input is ~200 bytes; anything near this is a bug."""
-FRAME_PAYLOAD_BYTES_MAX = 4096
+RECORD_FRAME_BYTES_MAX = 4096
 """One record: signing input, signature and state, with room to spare."""
-WAL_BYTES_MAX = 1024 * 1024
-"""Past this size the file is rewritten with only the last height's records."""
+FRAME_PAYLOAD_BYTES_MAX = PROPOSAL_MESSAGE_BYTES_MAX + VALIDATORS_MAX * SIGNED_VOTE_BYTES_MAX
+"""The largest frame: a proof of lock (a full block and a prevote from every validator)."""
 WAL_RECORDS_KEPT_MAX = 1024
 """Records of the last height kept by ``load`` and by compaction (the newest; ~340 rounds)."""
+WAL_BYTES_MAX = 32 * 1024 * 1024
+"""Past this size the file is rewritten with only the last height's records."""
 
-assert SIGN_BYTES_MAX + keys.SIGNATURE_BYTES + 256 <= FRAME_PAYLOAD_BYTES_MAX
-assert WAL_RECORDS_KEPT_MAX * (FRAME_HEADER_BYTES + FRAME_PAYLOAD_BYTES_MAX) <= 8 * WAL_BYTES_MAX
+assert SIGN_BYTES_MAX + keys.SIGNATURE_BYTES + 256 <= RECORD_FRAME_BYTES_MAX
+assert RECORD_FRAME_BYTES_MAX <= FRAME_PAYLOAD_BYTES_MAX
+# A compacted file (kept records, one proof of lock, one state) is well below the threshold.
+assert WAL_RECORDS_KEPT_MAX * RECORD_FRAME_BYTES_MAX + 2 * FRAME_PAYLOAD_BYTES_MAX < WAL_BYTES_MAX
 assert SIGN_STEP_PROPOSAL < SIGN_STEP_PREVOTE < SIGN_STEP_PRECOMMIT
 
 _FRAME_KIND_RECORD = 1
 _FRAME_KIND_STATE = 2
+_FRAME_KIND_PROOF_OF_LOCK = 3
 _frame_header = struct.Struct(">II")
 
 
@@ -145,6 +154,8 @@ class WalState:
     """Every record of the last height we signed at (the newest ``WAL_RECORDS_KEPT_MAX``), in order."""
     state: ConsensusState | None
     """The last consensus state recorded (with a signature or by ``save_state``)."""
+    proof_of_lock: ProofOfLock | None = None
+    """The last proof of lock recorded (with a precommit for a block), for ``ConsensusCore``."""
 
     @property
     def last_record(self) -> WalRecord | None:
@@ -161,7 +172,14 @@ class Wal(Protocol):
     def load(self) -> WalState: ...
 
     def check_and_record(
-        self, height: int, round: int, step: int, sign_bytes: bytes, sign: Sign, state: ConsensusState | None = None
+        self,
+        height: int,
+        round: int,
+        step: int,
+        sign_bytes: bytes,
+        sign: Sign,
+        state: ConsensusState | None = None,
+        proof_of_lock: ProofOfLock | None = None,
     ) -> bytes: ...
 
     def save_state(self, state: ConsensusState) -> None: ...
@@ -192,10 +210,13 @@ class _WalMemory:
     def __init__(self) -> None:
         self.records: list[WalRecord] = []
         self.state: ConsensusState | None = None
+        self.proof_of_lock: ProofOfLock | None = None
 
     def add_record(self, record: WalRecord) -> None:
         if self.records and self.records[-1].height != record.height:
             self.records = []
+        if self.proof_of_lock is not None and self.proof_of_lock.height < record.height:
+            self.proof_of_lock = None  # a lock never outlives its height
         self.records.append(record)
         if len(self.records) > WAL_RECORDS_KEPT_MAX:
             del self.records[: len(self.records) - WAL_RECORDS_KEPT_MAX]
@@ -203,7 +224,7 @@ class _WalMemory:
             self.state = record.state
 
     def get_wal_state(self) -> WalState:
-        return WalState(tuple(self.records), self.state)
+        return WalState(tuple(self.records), self.state, self.proof_of_lock)
 
     def get_last_record(self) -> WalRecord | None:
         return self.records[-1] if self.records else None
@@ -220,12 +241,21 @@ class MemoryWal:
         return self._memory.get_wal_state()
 
     def check_and_record(
-        self, height: int, round: int, step: int, sign_bytes: bytes, sign: Sign, state: ConsensusState | None = None
+        self,
+        height: int,
+        round: int,
+        step: int,
+        sign_bytes: bytes,
+        sign: Sign,
+        state: ConsensusState | None = None,
+        proof_of_lock: ProofOfLock | None = None,
     ) -> bytes:
         existing = check_position(self._memory.get_last_record(), height, round, step, sign_bytes)
         if existing is not None:
             return existing
         record = WalRecord(height, round, step, sign_bytes, sign(sign_bytes), state)
+        if proof_of_lock is not None:
+            self._memory.proof_of_lock = proof_of_lock
         self._memory.add_record(record)
         self.records_written += 1
         return record.signature
@@ -240,10 +270,11 @@ class MemoryWal:
 def encode_frame(kind: int, value: enc.Record) -> bytes:
     payload = enc.encode([kind, value.to_wire()])
     assert 0 < len(payload) <= FRAME_PAYLOAD_BYTES_MAX, len(payload)
+    assert kind == _FRAME_KIND_PROOF_OF_LOCK or len(payload) <= RECORD_FRAME_BYTES_MAX, len(payload)
     return _frame_header.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def _decode_frame_at(data: bytes, offset: int) -> tuple[WalRecord | ConsensusState, int] | None:
+def _decode_frame_at(data: bytes, offset: int) -> tuple[WalRecord | ConsensusState | ProofOfLock, int] | None:
     """The value of the frame at ``offset`` and the next offset, or None if it is not a good frame."""
     if offset + FRAME_HEADER_BYTES > len(data):
         return None
@@ -256,11 +287,13 @@ def _decode_frame_at(data: bytes, offset: int) -> tuple[WalRecord | ConsensusSta
         return None
     try:
         kind, wire = enc.decode(payload, max_bytes=FRAME_PAYLOAD_BYTES_MAX)
-        value: WalRecord | ConsensusState
+        value: WalRecord | ConsensusState | ProofOfLock
         if kind == _FRAME_KIND_RECORD:
             value = WalRecord.from_wire(wire)
         elif kind == _FRAME_KIND_STATE:
             value = ConsensusState.from_wire(wire)
+        elif kind == _FRAME_KIND_PROOF_OF_LOCK:
+            value = ProofOfLock.from_wire(wire)
         else:
             return None
     except (EncodingError, ValueError, TypeError):
@@ -293,6 +326,8 @@ def parse_wal_bytes(data: bytes) -> tuple[_WalMemory, int]:
             if last is not None and value.get_position() <= last.get_position():
                 raise WalCorrupted("wal_corrupt", f"record at byte {offset} does not advance")
             memory.add_record(value)
+        elif isinstance(value, ProofOfLock):
+            memory.proof_of_lock = value
         else:
             memory.state = value
     return memory, offset
@@ -365,14 +400,26 @@ class SignerWal:
         return self._memory.get_wal_state()
 
     def check_and_record(
-        self, height: int, round: int, step: int, sign_bytes: bytes, sign: Sign, state: ConsensusState | None = None
+        self,
+        height: int,
+        round: int,
+        step: int,
+        sign_bytes: bytes,
+        sign: Sign,
+        state: ConsensusState | None = None,
+        proof_of_lock: ProofOfLock | None = None,
     ) -> bytes:
         assert self._fd >= 0, "the WAL is closed"
         existing = check_position(self._memory.get_last_record(), height, round, step, sign_bytes)
         if existing is not None:
             return existing
         record = WalRecord(height, round, step, sign_bytes, sign(sign_bytes), state)
-        self._append(encode_frame(_FRAME_KIND_RECORD, record))
+        frames = encode_frame(_FRAME_KIND_RECORD, record)
+        if proof_of_lock is not None:  # first, so a torn write keeps at most the proof, never a lone record
+            frames = encode_frame(_FRAME_KIND_PROOF_OF_LOCK, proof_of_lock) + frames
+        self._append(frames)  # one write, one fdatasync
+        if proof_of_lock is not None:
+            self._memory.proof_of_lock = proof_of_lock
         self._memory.add_record(record)
         if self._size > WAL_BYTES_MAX:
             self._compact()
@@ -390,6 +437,8 @@ class SignerWal:
 
     def _compact(self) -> None:
         frames = [encode_frame(_FRAME_KIND_RECORD, record) for record in self._memory.records]
+        if self._memory.proof_of_lock is not None:
+            frames.insert(0, encode_frame(_FRAME_KIND_PROOF_OF_LOCK, self._memory.proof_of_lock))
         if self._memory.state is not None:
             frames.append(encode_frame(_FRAME_KIND_STATE, self._memory.state))
         data = WAL_MAGIC + b"".join(frames)

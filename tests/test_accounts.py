@@ -138,3 +138,15 @@ def test_supply_is_conserved_and_balances_never_negative(network: DemoNetwork, o
             total = sum(view.get_account(name).get_balance(code) for name in network.member_keys)
             assert total == supply.issued_minor - supply.redeemed_minor
             assert all(view.get_account(name).get_balance(code) >= 0 for name in network.member_keys)
+
+
+def test_a_precomputed_verdict_counts_only_for_the_key_in_force(network: DemoNetwork) -> None:
+    view, caller = _fresh_view(network), Caller(network)
+    forged = SignedTransaction(caller.sign("alipay-agg", "redeem", currency="CNY", amount_minor=1).body, b"\x00" * 64)
+    stale_key = network.member_keys["bank-cn"].public_key  # a verdict made under some other key
+    with pytest.raises(InvalidBlock) as error:
+        execute_transaction(view, forged, BlockContext(network.genesis.chain_id, 1, 0), (True, stale_key))
+    assert error.value.code == "invalid_signature"
+    member_key = network.member_keys["alipay-agg"].public_key
+    receipt = execute_transaction(view, forged, BlockContext(network.genesis.chain_id, 1, 0), (True, member_key))
+    assert receipt.code == "amount_exceeds_balance"  # the verdict was trusted: it was made under this key

@@ -77,6 +77,8 @@ def test_four_validators_survive_a_kill_and_commit_every_acknowledged_transactio
                 assert restarted.get_transaction(tx_id)["status"] == "committed"
     finally:
         devnet.down(directory)
+    for node in nodes:  # SIGTERM: every node closed its store and WAL and said so
+        assert "stopped cleanly" in (node.home / devnet.LOG_FILE).read_text(), node.name
 
     head_hashes = set()
     for node in nodes:
@@ -91,3 +93,37 @@ def test_four_validators_survive_a_kill_and_commit_every_acknowledged_transactio
         finally:
             store.close()
     assert len(head_hashes) == 1, "all four nodes hold the same block at the common height"
+
+
+@pytest.mark.timeout(300)
+def test_a_node_down_for_many_blocks_catches_up_by_itself(tmp_path: Path) -> None:
+    directory = tmp_path / "devnet"
+    nodes = [node for node, _pid in devnet.up(directory, 4, progress=lambda _line: None)]
+    try:
+        laggard = nodes[3]
+        pid = devnet.get_pid(laggard)
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        _wait_for(lambda: devnet.get_pid(laggard) is None, 15, "the node to stop")
+        network = load_demo_network(directory)
+        load = DemoLoad(network, seed=9)
+        with NodeClient([n.api for n in nodes[:3]]) as client:
+            down_at = client.get_status()["height"]
+            batches = [load.issuance()] + [list(load.transfers(10)) for _ in range(45)]
+            for batch in batches:  # one batch per block, so the others move well ahead
+                client.submit_batch(batch)
+                assert client.get_transaction(batch[-1].tx_id, wait_ms=10_000)["status"] == "committed"
+            target = client.get_status()["height"]
+        assert target - down_at >= 40, "the others committed many blocks while it was down"
+        devnet.up(directory, 4, progress=lambda _line: None)
+        _wait_for(lambda: (devnet.get_status(laggard) or {}).get("height", 0) >= target, CONVERGE_TIMEOUT_S,
+                  "the laggard to sync")
+        with NodeClient(laggard.api) as client:
+            assert client.get_transaction(batches[-1][-1].tx_id)["status"] == "committed"
+    finally:
+        devnet.down(directory)
+    store = Store.open(laggard.home / "data")
+    try:
+        assert verify_store(store).ok
+    finally:
+        store.close()

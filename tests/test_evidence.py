@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.evidence import evidence_key
+from contracts.evidence import evidence_key, make_report
 from contracts.runtime import BlockContext, execute_transaction
 from ledger.block import VOTE_PRECOMMIT, VOTE_PREVOTE, Vote
 from ledger.state import StateView, compute_genesis_state
-from ledger.transaction import Transaction
 from node.devchain import DemoNetwork
 
 
@@ -29,9 +28,8 @@ def _signed(network: DemoNetwork, validator: str, block_hash: bytes, kind: int =
 
 def _report(network: DemoNetwork, view: StateView, nonce: int, a: tuple[bytes, bytes], b: tuple[bytes, bytes],
             height: int = 10) -> object:
-    body = Transaction("validator-0", nonce, "evidence", "report",
-                       {"vote_a": a[0], "signature_a": a[1], "vote_b": b[0], "signature_b": b[1]}, 0)
-    signed = body.sign(network.validator_keys["validator-0"], network.genesis.chain_id)
+    signed = make_report("validator-0", network.validator_keys["validator-0"], nonce, network.genesis.chain_id,
+                         Vote.decode(a[0]), a[1], Vote.decode(b[0]), b[1])
     return execute_transaction(view, signed, BlockContext(network.genesis.chain_id, height, 0))
 
 
