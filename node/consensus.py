@@ -18,7 +18,8 @@ Events come in, and each one carries the current time ``now_ms``:
 
 Each event returns a list of actions for the shell to perform *in order*:
 
-    SignProposal(proposal, block, state)  SignVote(vote, state)   sign via the WAL, then feed back
+    SignProposal(proposal, block, state)
+    SignVote(vote, state, proof_of_lock)  sign via the WAL (recording state and proof), then feed back
     Broadcast(message)                    send to every peer
     ScheduleTimeout(height, round, step, delay_ms)
     CommitBlock(block, certificate)       store durably, then call on_committed
@@ -27,7 +28,8 @@ Each event returns a list of actions for the shell to perform *in order*:
 Signing goes through the shell. The core asks with ``SignVote`` or
 ``SignProposal``. The shell checks its signer WAL (``node.wal``), which never
 signs a lower (height, round, step) or a different payload at the same one.
-The shell records ``state``, fsyncs, signs, and feeds the signed message back
+The shell records ``state`` (and, with a precommit for a block, its
+``ProofOfLock``), fsyncs, signs, and feeds the signed message back
 through ``on_vote`` / ``on_proposal`` like any other input. The core counts
 its own messages only when they come back, and it broadcasts them from there.
 The shell must handle sign actions in the order they were emitted (a FIFO
@@ -74,18 +76,24 @@ Deviations from Algorithm 1, each on purpose:
 7. L55 jumps to the highest round that has f+1 power, not just any such round.
 8. valid(v) (``Application.validate_block``) runs at most once per block
    hash per height. It is deterministic, so caching does not change a verdict.
+9. Equivocation. The paper counts messages, so an equivocator's two
+   prevotes count for both values. We do the same for "2f+1 for id(v)", but
+   only for nil or a value proposed at this height (a bound on memory), and
+   "2f+1 of any kind" and "f+1" count each validator once. Keeping only the
+   first vote would be simpler, but it loses liveness: a node that first saw
+   the equivocator's nil could never accept a proof-of-lock that holds its
+   prevote for the block. The simulator found that case.
 
 Messages are checked before they count. A proposal must come from the
 proposer of its (height, round), carry its block (same hash, same height),
 have -1 <= pol_round < round, and carry a valid signature. A vote must come
 from a validator of the set, be a prevote or precommit for a 32-byte hash or
-nil, and carry a valid signature. The first vote of each validator per
-(round, kind) counts. An identical copy is ignored before its signature is
-checked. A different vote with a valid signature is reported once as
-``ReportEvidence``. It still counts towards its own value when that value is
-nil or a block proposed at this height (``VoteSet``), but never towards "2f+1
-of any kind". A core without a key (``validator_name`` None or not in
-the set) runs the same rules and commits, but never asks to sign.
+nil, and carry a valid signature. An identical copy of a vote is ignored
+before its signature is checked. A second, different vote of one validator
+for one (round, kind) with a valid signature is reported once as
+``ReportEvidence`` (and counted as in deviation 9). A core without a key
+(``validator_name`` None or not in the set) runs the same rules and commits,
+but never asks to sign.
 """
 
 from __future__ import annotations
@@ -103,10 +111,9 @@ from ledger.block import (
     CommitCertificate,
     Vote,
 )
-from ledger.errors import EncodingError
 from ledger.hashing import HASH_BYTES
 from ledger.validators import VALIDATORS_MAX, ValidatorSet
-from node.messages import POL_ROUND_NONE, Proposal, ProposalMessage, SignedVote
+from node.messages import POL_ROUND_NONE, Proposal, ProposalMessage, SignedVote, decode_block_bytes
 
 ROUNDS_AHEAD_MAX = 32
 """Votes and proposals for rounds above ``round + ROUNDS_AHEAD_MAX`` are dropped."""
@@ -151,10 +158,12 @@ class ConsensusConfig:
     """Re-send our messages when the round and step have not changed for this long."""
 
     def __post_init__(self) -> None:
+        """Operators set these: a bad value is a ValueError, not an assert."""
         for name in self.__dataclass_fields__:
-            assert getattr(self, name) >= 0, name
-        assert self.timeout_propose_base_ms > 0 and self.timeout_prevote_base_ms > 0
-        assert self.timeout_precommit_base_ms > 0 and self.rebroadcast_interval_ms > 0
+            value = getattr(self, name)
+            is_positive_required = not name.endswith("_delta_ms")
+            if type(value) is not int or value < 0 or (is_positive_required and value == 0):
+                raise ValueError(f"consensus config {name} must be a {'positive' if is_positive_required else 'non-negative'} integer")
 
     def timeout_ms(self, step: Step, round_number: int) -> int:
         if step == Step.PROPOSE:
@@ -195,12 +204,6 @@ class ConsensusState(enc.Record):
     )
 
 
-def _block_from_bytes(value: object) -> Block:
-    if type(value) is not bytes:
-        raise EncodingError("wrong_type", "expected the block's canonical bytes")
-    return Block.decode(value)
-
-
 @dataclass(frozen=True, slots=True)
 class ProofOfLock(enc.Record):
     """validValue with the 2f+1 prevotes that made it valid: what a restarted proposer needs.
@@ -220,7 +223,7 @@ class ProofOfLock(enc.Record):
 
     WIRE: ClassVar[tuple[enc.FieldCheck, ...]] = (
         enc.uint(32),
-        _block_from_bytes,
+        decode_block_bytes,
         enc.array_of(enc.record(SignedVote), VALIDATORS_MAX),
     )
 
@@ -794,9 +797,9 @@ class ConsensusCore:
             if not self._is_known_value(vote.block_hash):
                 return False  # bounds what an equivocator can make us store
             vote_set.add_for_block(signed_vote, validator.voting_power)
-        if vote.kind == VOTE_PRECOMMIT and vote.block_hash != NIL_BLOCK_HASH:
-            if self._has_quorum(vote_set.get_power(vote.block_hash)):
-                self._precommit_quorums.setdefault(vote.round, set()).add(vote.block_hash)
+        is_precommit_for_block = vote.kind == VOTE_PRECOMMIT and vote.block_hash != NIL_BLOCK_HASH
+        if is_precommit_for_block and self._has_quorum(vote_set.get_power(vote.block_hash)):
+            self._precommit_quorums.setdefault(vote.round, set()).add(vote.block_hash)  # a candidate for L49
         return True
 
     def _report_evidence(self, first: SignedVote, second: SignedVote) -> None:

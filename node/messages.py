@@ -157,7 +157,8 @@ def sign_vote(vote: Vote, key: keys.PrivateKey, chain_id: str) -> SignedVote:
     return SignedVote(vote, key.sign_raw(vote.signing_bytes(chain_id)))
 
 
-def _block_from_bytes(value: Any) -> Block:
+def decode_block_bytes(value: Any) -> Block:
+    """A wire field holding a block as its canonical bytes (see the module docstring)."""
     if type(value) is not bytes:
         raise EncodingError("wrong_type", "expected the block's canonical bytes")
     return Block.decode(value)
@@ -173,7 +174,7 @@ class ProposalMessage(enc.Record):
 
     WIRE: ClassVar[tuple[enc.FieldCheck, ...]] = (
         enc.record(SignedProposal),
-        _block_from_bytes,
+        decode_block_bytes,
     )
 
     def to_wire(self) -> list[Any]:
@@ -260,6 +261,7 @@ __all__ = [
     "ProposalMessage",
     "SignedProposal",
     "SignedVote",
+    "decode_block_bytes",
     "decode_consensus_message",
     "decode_envelope",
     "encode_consensus_message",

@@ -52,13 +52,13 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 from ledger import encoding as enc
 from ledger import keys
 from ledger.block import VOTE_PRECOMMIT, VOTE_PREVOTE, Vote
-from ledger.validators import VALIDATORS_MAX
 from ledger.errors import EncodingError
+from ledger.validators import VALIDATORS_MAX
 from node.consensus import ConsensusState, ProofOfLock
 from node.messages import PROPOSAL_MESSAGE_BYTES_MAX, SIGNED_VOTE_BYTES_MAX, SignedVote
 
@@ -390,7 +390,7 @@ class SignerWal:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> SignerWal:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
