@@ -149,7 +149,7 @@ class StateView:
 
     def get_account(self, name: str) -> Account:
         data = self.get(account_key(name))
-        return EMPTY_ACCOUNT if data is None else Account.decode(data)
+        return EMPTY_ACCOUNT if data is None else _decode_account(data)
 
     def put_account(self, name: str, account: Account) -> None:
         self.set(account_key(name), account.encode())
@@ -172,6 +172,12 @@ class StateView:
         data = self.get(KEY_VALIDATORS)
         assert data is not None, "the state always holds a validator set"
         return ValidatorSet.decode(data)
+
+
+@lru_cache(maxsize=65_536)
+def _decode_account(data: bytes) -> Account:
+    """A busy account is read many times per block: decode each version once (records are immutable)."""
+    return Account.decode(data)
 
 
 @lru_cache(maxsize=4096)
