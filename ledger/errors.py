@@ -66,6 +66,8 @@ ERROR_CODES: dict[str, str] = {
     # genesis
     "invalid_genesis": "The genesis document breaks a rule.",
     "genesis_mismatch": "The store belongs to a different genesis.",
+    # requests
+    "invalid_argument": "A request parameter (path or query) is malformed or out of range.",
     # node configuration
     "invalid_config": "A node's home directory or config file is missing or malformed.",
     # store

@@ -26,10 +26,25 @@ TX_ARGS_COUNT_MAX = 64
 NONCE_MAX = 2**63 - 1
 
 
+TX_ARGS_DEPTH_MAX = enc.NESTING_DEPTH_MAX - 4
+"""Nesting inside args: a block wraps them in 4 more levels (block, tx list, signed tx, body)."""
+
+
+def _nesting_depth(value: Any) -> int:
+    if type(value) is list:
+        return 1 + max((_nesting_depth(item) for item in value), default=0)
+    if type(value) is dict:
+        return 1 + max((_nesting_depth(item) for item in value.values()), default=0)
+    return 0
+
+
 def _check_args(value: Any) -> dict[str, Any]:
     args = enc.text_map(value)
     if len(args) > TX_ARGS_COUNT_MAX:
         raise EncodingError("too_large", f"more than {TX_ARGS_COUNT_MAX} arguments")
+    # A transaction must still decode inside a block, which adds nesting levels above it.
+    if _nesting_depth(args) > TX_ARGS_DEPTH_MAX:
+        raise EncodingError("too_large", f"arguments nested deeper than {TX_ARGS_DEPTH_MAX} levels")
     return args
 
 

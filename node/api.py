@@ -16,6 +16,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from ledger import encoding as enc
@@ -36,6 +37,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "wrong_chain": 400, "too_large": 413, "invalid_signature": 401, "invalid_public_key": 400,
     "unknown_sender": 403, "nonce_already_used": 409, "nonce_already_pending": 409, "bad_nonce": 409,
     "nonce_too_far_ahead": 409, "mempool_full": 503, "not_found": 404, "expired": 422,
+    "invalid_argument": 400, "store_corrupt": 500,
 }
 for _code in STATUS_BY_CODE:
     assert _code in ERROR_CODES, _code
@@ -79,8 +81,10 @@ def _parse_transactions(request: Request, body: bytes, batch: bool) -> list[byte
         if not isinstance(hexes, list):
             raise TypeError("transactions must be a list")
         return [bytes.fromhex(item) for item in hexes]
-    except (ValueError, KeyError, TypeError) as error:
-        raise EncodingError("malformed_encoding", f"expected JSON with hex transaction bytes: {error}") from error
+    except (ValueError, KeyError, TypeError):
+        shape = '{"transactions": ["<hex>", ...]}' if batch else '{"transaction": "<hex>"}'
+        raise EncodingError("malformed_encoding", f"expected a JSON body {shape} of canonical transaction bytes, "
+                            f"or Content-Type: {MSGPACK}") from None
 
 
 def create_app(node: Node) -> FastAPI:
@@ -90,6 +94,12 @@ def create_app(node: Node) -> FastAPI:
     @app.exception_handler(LedgerError)
     async def ledger_error(_request: Request, error: LedgerError) -> JSONResponse:
         return problem(error.code, error.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameter(_request: Request, error: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(str(part) for part in item.get('loc', ()))}: {item.get('msg', '')}"
+                          for item in error.errors())
+        return problem("invalid_argument", where or "invalid request parameter")
 
     @app.post("/v1/transactions", status_code=202)
     async def submit(request: Request) -> Any:
@@ -132,7 +142,7 @@ def create_app(node: Node) -> FastAPI:
         return node.get_block_json(height)
 
     @app.get("/v1/blocks")
-    async def blocks(from_height: int = Query(1, alias="from"), limit: int = 10) -> Any:
+    async def blocks(from_height: int = Query(1, alias="from", ge=1), limit: int = Query(10, ge=1, le=100)) -> Any:
         return [node.get_block_json(h) for h in range(max(from_height, 1),
                 min(from_height + min(max(limit, 0), 100), node.store.head_height + 1))]
 
@@ -151,7 +161,7 @@ def _parse_id(text: str) -> bytes:
     try:
         tx_id = bytes.fromhex(text)
     except ValueError:
-        raise EncodingError("malformed_encoding", "a transaction id is 64 hex digits") from None
+        raise LedgerError("invalid_argument", "a transaction id is 64 hex digits") from None
     if len(tx_id) != 32:
-        raise EncodingError("malformed_encoding", "a transaction id is 64 hex digits")
+        raise LedgerError("invalid_argument", "a transaction id is 64 hex digits")
     return tx_id

@@ -114,7 +114,7 @@ def run_bench(nodes: int, seconds: int, txs: int | None = None, keep_dir: Path |
     try:
         print(f"devnet of {nodes} up in {directory}; signing {count:,} transactions before the run ...")
         load = _sign_load(directory, count)
-        apis = [node.api for node, _pid in ready]
+        apis = [node.api for node, _pid, _started in ready]
         start_height = httpx.get(f"{apis[0]}/v1/status", timeout=10).json()["height"]
         tracker, stop = Tracker(), threading.Event()
         watcher = threading.Thread(target=_watch, args=(apis[0], tracker, stop, start_height), daemon=True)

@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    except BrokenPipeError:  # e.g. `ledger net status --json | head`
+        sys.stderr.close()
+        return EXIT_OK
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -74,7 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
     net_up.add_argument("--nodes", type=int, default=4)
     net_up.add_argument("--dir", type=Path, default=Path(".devnet"))
     net_up.set_defaults(run=_run_net_up)
-    net_status = net_commands.add_parser("status", help="each node's height, head, peers and health")
+    net_status = net_commands.add_parser("status", help="each node's height, head, peers, health (exit 1 if any is down)")
     net_status.add_argument("--dir", type=Path, default=Path(".devnet"))
     net_status.add_argument("--json", action="store_true")
     net_status.set_defaults(run=_run_net_status)
@@ -154,7 +157,7 @@ def _run_audit(args: argparse.Namespace) -> int:
         try:
             store = Store.open(data_dir)
         except LedgerError as error:
-            results.append({"data_dir": str(data_dir), "ok": False, "could_run": error.code == "store_not_found",
+            results.append({"data_dir": str(data_dir), "ok": False, "could_run": error.code != "store_not_found",
                             "height": error.height, "code": error.code, "detail": error.detail})
             worst = max(worst, EXIT_CANNOT_RUN if error.code == "store_not_found" else EXIT_CHECK_FAILED)
             continue
@@ -173,6 +176,8 @@ def _run_audit(args: argparse.Namespace) -> int:
             if result["ok"]:
                 print(f"{result['data_dir']}: OK, {result['blocks']} blocks, {result['transactions']} transactions, "
                       f"head {result['head_height']} {result['head_hash'][:16]}")
+            elif result.get("could_run") is False or result["code"] == "store_not_found":
+                print(f"{result['data_dir']}: could not run: {result['detail']}")
             else:
                 print(f"{result['data_dir']}: FAILED at height {result['height']}: {result['code']}: {result['detail']}")
     return worst
@@ -196,8 +201,8 @@ def _run_net_up(args: argparse.Namespace) -> int:
     from node import devnet  # noqa: PLC0415
 
     ready = devnet.up(args.dir, args.nodes, progress=lambda line: print(line, file=sys.stderr))
-    for node, pid in ready:
-        print(f"{node.name}  {node.api}  pid {pid}")
+    for node, pid, started in ready:
+        print(f"{node.name}  {node.api}  pid {pid}{'  (started)' if started else ''}")
     return EXIT_OK
 
 
@@ -212,15 +217,17 @@ def _run_net_status(args: argparse.Namespace) -> int:
                      "height": status.get("height"), "head_hash": status.get("head_hash"),
                      "peers_connected": sum(1 for p in peers if p.get("connected")), "peers": len(peers),
                      "healthy": bool(status)})
+    all_healthy = all(row["healthy"] for row in rows)
     if args.json:
         print(json.dumps(rows, indent=2))
-        return EXIT_OK
+        return EXIT_OK if all_healthy else EXIT_CHECK_FAILED
     for row in rows:
         health = "up" if row["healthy"] else ("no answer" if row["pid"] else "down")
         head = (row["head_hash"] or "")[:16]
         print(f"{row['name']:<14} {row['api']:<24} pid {str(row['pid'] or '-'):<8} height {str(row['height'] or '-'):<8}"
-              f" head {head or '-':<16} peers {row['peers_connected']}/{row['peers']}  {health}")
-    return EXIT_OK
+              f" head {head or '-':<16} peers {str(row['peers_connected']) + '/' + str(row['peers']) if row['healthy'] else '-':<5}"
+              f"  {health}")
+    return EXIT_OK if all_healthy else EXIT_CHECK_FAILED
 
 
 def _run_net_down(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ until each answers and has committed a block.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -142,7 +143,8 @@ def get_status(node: DevnetNode, timeout_s: float = 2.0) -> dict[str, Any] | Non
     return None
 
 
-def up(directory: Path, nodes: int, progress: Any = print) -> list[tuple[DevnetNode, int]]:
+def up(directory: Path, nodes: int, progress: Any = print) -> list[tuple[DevnetNode, int, bool]]:
+    """Start what is not running; returns (node, pid, started now) for every node."""
     if not (directory / DEVNET_FILE).exists():
         members = create_devnet(directory, nodes)
         progress(f"created a devnet of {len(members)} validators in {directory}")
@@ -166,16 +168,18 @@ def up(directory: Path, nodes: int, progress: Any = print) -> list[tuple[DevnetN
     if waiting:
         raise DevnetError("invalid_config", f"not ready after {UP_TIMEOUT_S}s: {', '.join(sorted(waiting))}; "
                           f"see their {LOG_FILE}")
-    return [(node, get_pid(node) or 0) for node in members]
+    started_names = {node.name for node, _pid in started}
+    return [(node, get_pid(node) or 0, node.name in started_names) for node in members]
 
 
 def down(directory: Path) -> list[str]:
     stopped = []
     members = load_devnet(directory)
     pids = {node.name: get_pid(node) for node in members}
-    for name, pid in pids.items():
+    for pid in pids.values():
         if pid is not None:
-            os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + DOWN_TIMEOUT_S
     for node in members:
         pid = pids[node.name]
@@ -184,6 +188,7 @@ def down(directory: Path) -> list[str]:
         while get_pid(node) is not None and time.monotonic() < deadline:
             time.sleep(0.1)
         if get_pid(node) is not None:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         stopped.append(node.name)
     return stopped

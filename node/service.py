@@ -121,10 +121,10 @@ class Node:
         height = self.store.head_height + 1
         validator_set = self.store.get_validator_set_at(height)
         wal_state = self.wal.load()
-        is_validator = validator_set.get(self.name) is not None
+        # The core decides per height whether we are in the set (a node may join it later).
         return ConsensusCore(
             chain_id=self.chain_id, validator_set=validator_set, height=height, application=self.app,
-            validator_name=self.name if is_validator else None, resume=wal_state.state)
+            validator_name=self.name, resume=wal_state.state, proof_of_lock=wal_state.proof_of_lock)
 
     # --- running ---
 
@@ -216,7 +216,7 @@ class Node:
         sign_bytes = vote.signing_bytes(self.chain_id)
         try:
             signature = self.wal.check_and_record(vote.height, vote.round, SIGN_STEP_BY_VOTE_KIND[vote.kind],
-                                                  sign_bytes, self.key.sign_raw, action.state)
+                                                  sign_bytes, self.key.sign_raw, action.state, action.proof_of_lock)
         except DoubleSignRefused as error:
             log.warning("refused to sign %s: %s", vote, error)
             return []

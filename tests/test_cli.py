@@ -34,7 +34,7 @@ def test_demo_builds_verifies_and_proves(tmp_path: Path) -> None:
 def test_audit_of_a_missing_store_cannot_run(tmp_path: Path) -> None:
     result = ledger("audit", "--data-dir", str(tmp_path / "nothing"))
     assert result.returncode == 2
-    assert "FAILED" in result.stdout or "store_not_found" in result.stdout + result.stderr
+    assert "could not run: no store at" in result.stdout and "FAILED" not in result.stdout
     assert "Traceback" not in result.stderr
 
 
@@ -53,3 +53,47 @@ def test_bad_arguments_give_usage_not_a_trace(tmp_path: Path) -> None:
     assert result.returncode == 2 and "invalid int value" in result.stderr
     result = ledger("keygen", "--name", "Bad Name!", "--out", str(tmp_path / "x.json"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_api_errors_are_problem_json_with_codes(tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+
+    from node.api import create_app
+
+    class _Store:
+        head_height = 0
+
+        def get_block(self, height: int) -> None:
+            from ledger.errors import StoreError
+            raise StoreError("not_found", f"no block at height {height}")
+
+    class _Node:
+        store = _Store()
+
+        def get_block_json(self, height: int) -> dict:
+            return self.store.get_block(height)  # type: ignore[return-value]
+
+        async def get_transaction_status(self, tx_id: bytes, wait_ms: int) -> dict:
+            raise AssertionError("a malformed id never reaches the node")
+
+        async def submit_transactions(self, items: list[bytes]) -> list:
+            raise AssertionError("a malformed body never reaches the node")
+
+    async def exercise() -> None:
+        transport = httpx.ASGITransport(app=create_app(_Node()))  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            for path, status, code in [("/v1/blocks/abc", 400, "invalid_argument"),
+                                       ("/v1/blocks?from=1&limit=0", 400, "invalid_argument"),
+                                       ("/v1/blocks/7", 404, "not_found"),
+                                       ("/v1/transactions/nothex", 400, "invalid_argument")]:
+                response = await client.get(path)
+                assert response.status_code == status, (path, response.text)
+                assert response.headers["content-type"].startswith("application/problem+json")
+                assert response.json()["code"] == code
+            response = await client.post("/v1/transactions", content=b"{}",
+                                         headers={"content-type": "application/json"})
+            assert response.status_code == 400 and response.json()["code"] == "malformed_encoding"
+
+    asyncio.run(exercise())

@@ -42,6 +42,7 @@ from node.consensus import (
     SignVote,
     Step,
     Timeout,
+    VoteSet,
 )
 from node.messages import (
     ENVELOPE_KIND_PROPOSAL,
@@ -245,19 +246,6 @@ def test_proposer_asks_to_sign_then_prevotes_its_own_block() -> None:
     assert harness.signed_votes(actions) == [Vote(1, 0, VOTE_PREVOTE, request.block.compute_hash(), "validator-1")]
 
 
-def test_decision_in_an_earlier_round_is_taken_from_any_round() -> None:
-    """L49 holds for any round r, not only the current one."""
-    harness = Harness()
-    harness.start()
-    block = make_block(1)
-    harness.proposal(proposal_message(1, 0, block))
-    fail_round(harness, 0)  # we move on to round 1 without seeing the precommits for the block
-    actions = harness.votes(*(vote(name, VOTE_PRECOMMIT, 0, block.compute_hash()) for name in ("validator-1", "validator-2", "validator-3")))
-    # validator-1..3 already precommitted nil at round 0: those later precommits are conflicting votes
-    assert not of_type(actions, CommitBlock)
-    assert len(of_type(actions, ReportEvidence)) == 3
-
-
 def test_late_precommits_of_a_past_round_decide() -> None:
     harness = Harness()
     harness.start()
@@ -439,9 +427,42 @@ def test_second_different_vote_is_reported_once_as_evidence() -> None:
     harness.votes(first)
     assert harness.votes(second) == [ReportEvidence(first, second)]
     assert harness.votes(third) == []  # reported once per (validator, round, kind)
-    harness.timeout(Step.PROPOSE)
-    harness.votes(vote("validator-1", VOTE_PREVOTE, 0, make_block(1).compute_hash()))
-    assert harness.core.step == Step.PREVOTE  # the second vote never counted: no block quorum
+
+
+def test_equivocators_second_vote_counts_for_its_value_but_not_for_any() -> None:
+    """A proof-of-lock may hold an equivocator's vote for v although we first saw its nil."""
+    harness = Harness()
+    harness.start()
+    block = make_block(1)
+    block_hash = block.compute_hash()
+    harness.proposal(proposal_message(1, 0, block))  # we prevote the block
+    nil_3 = vote("validator-3", VOTE_PREVOTE, 0, NIL_BLOCK_HASH)
+    harness.votes(vote("validator-1", VOTE_PREVOTE, 0, block_hash), nil_3)
+    assert harness.core.step == Step.PREVOTE  # 2 for the block, 3 of any kind
+    for_block_3 = vote("validator-3", VOTE_PREVOTE, 0, block_hash)
+    actions = harness.votes(for_block_3)
+    assert ReportEvidence(nil_3, for_block_3) in actions
+    assert harness.signed_votes(actions) == [Vote(1, 0, VOTE_PRECOMMIT, block_hash, "validator-0")]
+    [request] = of_type(actions, SignVote)
+    assert request.proof_of_lock is not None and request.proof_of_lock.block == block
+    assert {p.vote.validator for p in request.proof_of_lock.prevotes} == {"validator-0", "validator-1", "validator-3"}
+
+
+def test_vote_set_counts_each_validator_once_for_any() -> None:
+    vote_set = VoteSet()
+    vote_set.add(vote("validator-3", VOTE_PREVOTE, 0, NIL_BLOCK_HASH), 1)
+    vote_set.add_for_block(vote("validator-3", VOTE_PREVOTE, 0, b"\x01" * 32), 1)
+    assert (vote_set.power_total, vote_set.get_power(b""), vote_set.get_power(b"\x01" * 32)) == (1, 1, 1)
+
+
+def test_conflicting_vote_for_an_unknown_value_is_reported_but_not_stored() -> None:
+    harness = Harness()
+    harness.start()
+    first = vote("validator-2", VOTE_PREVOTE, 0, NIL_BLOCK_HASH)
+    unknown = vote("validator-2", VOTE_PREVOTE, 0, b"\x09" * 32)
+    harness.votes(first)
+    assert harness.votes(unknown) == [ReportEvidence(first, unknown)]
+    assert harness.core._votes[(0, VOTE_PREVOTE)].get_power(b"\x09" * 32) == 0
 
 
 # --- Heights, followers, restarts ------------------------------------------------------------
@@ -520,7 +541,9 @@ def test_tick_rebroadcasts_own_votes_only_when_stuck() -> None:
     harness.timeout(Step.PROPOSE)  # prevote nil, then nothing happens
     assert harness.core.on_tick(harness.now_ms + CONFIG.rebroadcast_interval_ms - 1) == []
     actions = harness.core.on_tick(harness.now_ms + CONFIG.rebroadcast_interval_ms)
-    assert [a.message.vote for a in actions if isinstance(a, Broadcast)] == [Vote(1, 0, VOTE_PREVOTE, b"", "validator-0")]
+    resent = [a.message for a in actions if isinstance(a, Broadcast)]
+    assert [m.vote for m in resent if isinstance(m, SignedVote)] == [Vote(1, 0, VOTE_PREVOTE, b"", "validator-0")]
+    assert len(resent) == 1
     assert harness.core.on_tick(harness.now_ms + CONFIG.rebroadcast_interval_ms + 1) == []
 
 

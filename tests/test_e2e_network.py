@@ -37,7 +37,7 @@ def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[n
 @pytest.mark.timeout(300)
 def test_four_validators_survive_a_kill_and_commit_every_acknowledged_transaction(tmp_path: Path) -> None:
     directory = tmp_path / "devnet"
-    nodes = [node for node, _pid in devnet.up(directory, 4, progress=lambda _line: None)]
+    nodes = [node for node, _pid, _started in devnet.up(directory, 4, progress=lambda _line: None)]
     try:
         network = load_demo_network(directory)
         load = DemoLoad(network, seed=5)
@@ -63,7 +63,9 @@ def test_four_validators_survive_a_kill_and_commit_every_acknowledged_transactio
             last = transactions[-1].tx_id
             _wait_for(lambda: client.get_transaction(last, wait_ms=2000)["status"] == "committed",
                       CONVERGE_TIMEOUT_S, "the last transaction to commit")
-        devnet.up(directory, 4, progress=lambda _line: None)  # restarts only the killed node
+        restarted = [node.name for node, _pid, started in devnet.up(directory, 4, progress=lambda _line: None)
+                     if started]
+        assert restarted == [victim.name], "net up restarts only the node that is down"
 
         def heads() -> set[tuple[int, str]]:
             statuses = [devnet.get_status(node) for node in nodes]
@@ -98,7 +100,7 @@ def test_four_validators_survive_a_kill_and_commit_every_acknowledged_transactio
 @pytest.mark.timeout(300)
 def test_a_node_down_for_many_blocks_catches_up_by_itself(tmp_path: Path) -> None:
     directory = tmp_path / "devnet"
-    nodes = [node for node, _pid in devnet.up(directory, 4, progress=lambda _line: None)]
+    nodes = [node for node, _pid, _started in devnet.up(directory, 4, progress=lambda _line: None)]
     try:
         laggard = nodes[3]
         pid = devnet.get_pid(laggard)

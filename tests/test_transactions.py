@@ -312,3 +312,22 @@ def test_invalid_float_argument() -> None:
     with pytest.raises(EncodingError) as caught:
         SignedTransaction.decode(float_data)
     assert caught.value.code == "wrong_type"
+
+
+def test_any_admissible_transaction_still_decodes_inside_a_block() -> None:
+    from ledger.block import Block, BlockHeader
+    from ledger.transaction import TX_ARGS_DEPTH_MAX
+
+    key = PrivateKey(bytes(32))
+    header = BlockHeader("c", 1, b"\0" * 32, 0, "v", 1, b"\0" * 32, 1, b"\0" * 32, b"\0" * 32, b"\0" * 32)
+    for depth in range(1, TX_ARGS_DEPTH_MAX + 3):
+        value: object = 1
+        for _ in range(depth - 1):
+            value = [value]
+        signed = Transaction("a", 0, "accounts", "x", {"v": value}, 0).sign(key, "c")
+        try:
+            SignedTransaction.decode(signed.encode())
+        except EncodingError as error:
+            assert depth > TX_ARGS_DEPTH_MAX and error.code == "too_large"
+            continue
+        assert Block.decode(Block(header, (signed,)).encode()).transactions[0] == signed
