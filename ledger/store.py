@@ -32,6 +32,7 @@ from ledger import encoding as enc
 from ledger import merkle, smt
 from ledger.block import Block, BlockHeader, CommitCertificate, compute_tx_root
 from ledger.errors import EncodingError, GenesisError, InvalidBlock, StoreCorruption, StoreError
+from ledger.files import fsync_directory
 from ledger.genesis import Genesis
 from ledger.hashing import sha256
 from ledger.smt import EMPTY_HASH as EMPTY_STATE_ROOT
@@ -183,7 +184,7 @@ class Store:
         conn.execute("COMMIT")
         conn.close()  # the last close checkpoints the WAL into the file (fsynced) and deletes it
         os.replace(staging_path, path)
-        _fsync_directory(directory)
+        fsync_directory(directory)
         return cls(path, connect(path), genesis)
 
     @classmethod
@@ -454,14 +455,6 @@ def _decode_or_corrupt(decoder, data: bytes, what: str, height: int):  # type: i
 def _sqlite_files(path: Path) -> list[Path]:
     """A database file and the journal files SQLite may keep beside it."""
     return [path] + [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = ["OverlayNodeStore", "PreparedRoots", "STORE_FILE_NAME", "Store", "TxLocation", "connect"]

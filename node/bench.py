@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 import tempfile
 import threading
@@ -40,6 +41,8 @@ class Tracker:
     submitted_at: dict[str, float] = field(default_factory=dict)
     latencies_s: list[float] = field(default_factory=list)
     committed: int = 0
+    commits: list[tuple[float, int]] = field(default_factory=list)
+    """(time a block was seen committed, its transactions)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def in_flight(self) -> int:
@@ -66,6 +69,7 @@ def _watch(api: str, tracker: Tracker, stop: threading.Event, start_height: int)
             seen_at = time.monotonic()
             for block in blocks:
                 with tracker.lock:
+                    tracker.commits.append((seen_at, len(block["transactions"])))
                     for tx_id in block["transactions"]:
                         started = tracker.submitted_at.pop(tx_id, None)
                         if started is not None:
@@ -79,6 +83,7 @@ def _watch(api: str, tracker: Tracker, stop: threading.Event, start_height: int)
 def _submit(apis: list[str], load: list[bytes], tracker: Tracker, deadline: float, stop: threading.Event,
             window: int) -> int:
     submitted = 0
+    apis = list(apis)
     with httpx.Client(timeout=30) as http:
         for number, start in enumerate(range(0, len(load), BATCH_TXS)):
             if time.monotonic() >= deadline or stop.is_set():
@@ -88,8 +93,13 @@ def _submit(apis: list[str], load: list[bytes], tracker: Tracker, deadline: floa
             batch = load[start:start + BATCH_TXS]
             body = enc.encode_array_of_encoded([enc.encode(item) for item in batch])
             sent_at = time.monotonic()
-            response = http.post(f"{apis[number % len(apis)]}/v1/transactions/batch", content=body,
-                                 headers={"content-type": "application/msgpack"})
+            api = apis[number % len(apis)]
+            try:
+                response = http.post(f"{api}/v1/transactions/batch", content=body,
+                                     headers={"content-type": "application/msgpack"})
+            except httpx.TransportError:  # that node is down (--kill-after): use the others
+                apis.remove(api)
+                continue
             response.raise_for_status()
             with tracker.lock:
                 for result in response.json()["results"]:
@@ -99,6 +109,17 @@ def _submit(apis: list[str], load: list[bytes], tracker: Tracker, deadline: floa
     return submitted
 
 
+def _rss_mib(pid: int) -> float:
+    """A node's resident memory now (VmRSS), in MiB; 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     if not values:
         return float("nan")
@@ -106,8 +127,26 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def _kill_later(node: devnet.DevnetNode, delay_s: float, killed_at: list[float]) -> None:
+    time.sleep(delay_s)
+    pid = devnet.get_pid(node)
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+        killed_at.append(time.monotonic())
+
+
+def _after_kill(tracker: Tracker, killed_at: float, ended_at: float) -> dict[str, float]:
+    after = [(seen, count) for seen, count in tracker.commits if seen > killed_at]
+    nonempty = [seen for seen, count in after if count]
+    return {
+        "first_block_after_kill_s": round(after[0][0] - killed_at, 3) if after else float("nan"),
+        "first_nonempty_block_after_kill_s": round(nonempty[0] - killed_at, 3) if nonempty else float("nan"),
+        "tx_per_s_after_kill": sum(count for _seen, count in after) / max(ended_at - killed_at, 1e-9),
+    }
+
+
 def run_bench(nodes: int, seconds: int, txs: int | None = None, keep_dir: Path | None = None,
-              window: int = WINDOW_TXS) -> dict[str, Any]:
+              window: int = WINDOW_TXS, kill_after_s: float | None = None) -> dict[str, Any]:
     directory = keep_dir or Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     count = txs or max(20_000, seconds * 6_000)
     ready = devnet.up(directory, nodes, progress=lambda _line: None)
@@ -119,14 +158,19 @@ def run_bench(nodes: int, seconds: int, txs: int | None = None, keep_dir: Path |
         tracker, stop = Tracker(), threading.Event()
         watcher = threading.Thread(target=_watch, args=(apis[0], tracker, stop, start_height), daemon=True)
         watcher.start()
+        killed_at: list[float] = []
+        if kill_after_s is not None:  # kill -9 the last validator mid-run
+            threading.Thread(target=_kill_later, args=(ready[-1][0], kill_after_s, killed_at), daemon=True).start()
         started = time.monotonic()
         submitted = _submit(apis, load, tracker, started + seconds, stop, window)
         drain_deadline = time.monotonic() + 30
         while tracker.in_flight() and time.monotonic() < drain_deadline:
             time.sleep(0.05)
-        elapsed = time.monotonic() - started
+        ended_at = time.monotonic()
+        elapsed = ended_at - started
         stop.set()
         watcher.join(5)
+        node_rss_mib = [_rss_mib(pid) for _node, pid, _started in ready]
     finally:
         devnet.down(directory)
     record = {
@@ -137,6 +181,8 @@ def run_bench(nodes: int, seconds: int, txs: int | None = None, keep_dir: Path |
         "submitted": submitted,
         "uncommitted_at_end": tracker.in_flight(),
         "nodes": nodes,
+        "node_rss_mib": node_rss_mib,
+        **(_after_kill(tracker, killed_at[0], ended_at) if killed_at else {}),
         "seconds": round(elapsed, 2),
         "batch_txs": BATCH_TXS,
         "window_txs": window,
@@ -149,11 +195,16 @@ def run_bench(nodes: int, seconds: int, txs: int | None = None, keep_dir: Path |
     return record
 
 
-def main(nodes: int, seconds: int, json_path: Path | None, window: int = WINDOW_TXS) -> int:
-    record = run_bench(nodes, seconds, window=window)
+def main(nodes: int, seconds: int, json_path: Path | None, window: int = WINDOW_TXS,
+         kill_after_s: float | None = None) -> int:
+    record = run_bench(nodes, seconds, window=window, kill_after_s=kill_after_s)
     print(f"{record['committed']:,} transactions committed in {record['seconds']}s on {nodes} validator(s): "
           f"{record['tx_per_s']:,.0f} tx/s; submit-to-commit latency p50 {record['p50_ms']:.0f} ms, "
-          f"p99 {record['p99_ms']:.0f} ms")
+          f"p99 {record['p99_ms']:.0f} ms; node RSS {record['node_rss_mib']} MiB")
+    if "first_block_after_kill_s" in record:
+        print(f"after kill -9 of one validator: first block {record['first_block_after_kill_s']} s later, "
+              f"first non-empty {record['first_nonempty_block_after_kill_s']} s, "
+              f"{record['tx_per_s_after_kill']:,.0f} tx/s from then on")
     if json_path is not None:
         json_path.write_text(json.dumps(record, indent=2) + "\n")
     return 0

@@ -90,6 +90,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=int, default=30)
     bench.add_argument("--json", type=Path, help="write one JSON record here")
     bench.add_argument("--window", type=int, default=6000, help="most transactions in flight (lower: latency runs)")
+    bench.add_argument("--kill-after", type=float, help="kill -9 one validator this many seconds into the run")
     bench.set_defaults(run=_run_bench)
 
     keygen = commands.add_parser("keygen", help="create an Ed25519 key file")
@@ -244,7 +245,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     if args.seconds < 1 or not 1 <= args.nodes <= 16:
         print("error: --seconds must be >= 1 and --nodes between 1 and 16", file=sys.stderr)
         return EXIT_CANNOT_RUN
-    return bench.main(args.nodes, args.seconds, args.json, max(args.window, 500))
+    return bench.main(args.nodes, args.seconds, args.json, max(args.window, 500), args.kill_after)
 
 
 def _run_keygen(args: argparse.Namespace) -> int:

@@ -12,12 +12,12 @@ file and the field, never a stack trace.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ledger.errors import LedgerError
+from ledger.files import write_file_atomically
 from ledger.genesis import Genesis
 from ledger.keyfile import load_key
 from ledger.keys import PrivateKey
@@ -70,7 +70,7 @@ class NodeConfig:
 
     def save(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        _write_atomically(self.home / CONFIG_FILE, json.dumps(self.to_json(), indent=2) + "\n")
+        write_file_atomically(self.home / CONFIG_FILE, (json.dumps(self.to_json(), indent=2) + "\n").encode(), 0o644)
 
 
 def _split_address(text: Any, field: str, path: Path) -> tuple[str, int]:
@@ -111,12 +111,3 @@ def load_node_key(home: Path) -> PrivateKey:
 
 def load_genesis(home: Path) -> Genesis:
     return Genesis.load(home / GENESIS_FILE)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    with open(temporary, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)

@@ -58,6 +58,7 @@ from ledger import encoding as enc
 from ledger import keys
 from ledger.block import VOTE_PRECOMMIT, VOTE_PREVOTE, Vote
 from ledger.errors import EncodingError
+from ledger.files import write_all, write_file_atomically
 from ledger.validators import VALIDATORS_MAX
 from node.consensus import ConsensusState, ProofOfLock
 from node.messages import PROPOSAL_MESSAGE_BYTES_MAX, SIGNED_VOTE_BYTES_MAX, SignedVote
@@ -333,34 +334,6 @@ def parse_wal_bytes(data: bytes) -> tuple[_WalMemory, int]:
     return memory, offset
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file_atomically(path: Path, data: bytes) -> None:
-    """temp file, fsync, rename over ``path``, fsync the directory."""
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-    _fsync_directory(path.parent)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def _sync_data(fd: int) -> None:
     sync: Any = getattr(os, "fdatasync", os.fsync)
     sync(fd)
@@ -372,11 +345,11 @@ class SignerWal:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            _write_file_atomically(self.path, WAL_MAGIC)
+            write_file_atomically(self.path, WAL_MAGIC)
         data = self.path.read_bytes()
         self._memory, good_length = parse_wal_bytes(data)
         if good_length == 0:  # only part of the magic: it was never used
-            _write_file_atomically(self.path, WAL_MAGIC)
+            write_file_atomically(self.path, WAL_MAGIC)
             data = WAL_MAGIC
             good_length = len(WAL_MAGIC)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
@@ -431,7 +404,7 @@ class SignerWal:
         self._memory.state = state
 
     def _append(self, frame: bytes) -> None:
-        _write_all(self._fd, frame)
+        write_all(self._fd, frame)
         _sync_data(self._fd)
         self._size += len(frame)
 
@@ -443,7 +416,7 @@ class SignerWal:
             frames.append(encode_frame(_FRAME_KIND_STATE, self._memory.state))
         data = WAL_MAGIC + b"".join(frames)
         os.close(self._fd)
-        _write_file_atomically(self.path, data)
+        write_file_atomically(self.path, data)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._size = len(data)
 
