@@ -12,6 +12,7 @@ writes one record for docs/BENCHMARKS.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -84,6 +85,7 @@ def _submit(apis: list[str], load: list[bytes], tracker: Tracker, deadline: floa
             window: int) -> int:
     submitted = 0
     apis = list(apis)
+    load_by_id = {hashlib.sha256(item).hexdigest(): item for item in load}
     with httpx.Client(timeout=30) as http:
         for number, start in enumerate(range(0, len(load), BATCH_TXS)):
             if time.monotonic() >= deadline or stop.is_set():
@@ -93,13 +95,15 @@ def _submit(apis: list[str], load: list[bytes], tracker: Tracker, deadline: floa
             batch = load[start:start + BATCH_TXS]
             body = enc.encode_array_of_encoded([enc.encode(item) for item in batch])
             sent_at = time.monotonic()
-            api = apis[number % len(apis)]
-            try:
-                response = http.post(f"{api}/v1/transactions/batch", content=body,
-                                     headers={"content-type": "application/msgpack"})
-            except httpx.TransportError:  # that node is down (--kill-after): use the others
-                apis.remove(api)
-                continue
+            while True:
+                api = apis[number % len(apis)]
+                try:
+                    response = http.post(f"{api}/v1/transactions/batch", content=body,
+                                         headers={"content-type": "application/msgpack"})
+                    break
+                except httpx.TransportError:  # that node is down (--kill-after): the same batch elsewhere
+                    apis.remove(api)
+                    _resubmit_in_flight(http, apis, load_by_id, tracker)
             response.raise_for_status()
             with tracker.lock:
                 for result in response.json()["results"]:
@@ -118,6 +122,16 @@ def _rss_mib(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def _resubmit_in_flight(http: httpx.Client, apis: list[str], load_by_id: dict[str, bytes], tracker: Tracker) -> None:
+    """What a dead node admitted but never gossiped is lost with it: resubmit (idempotent) elsewhere."""
+    with tracker.lock:
+        pending = [load_by_id[tx_id] for tx_id in tracker.submitted_at if tx_id in load_by_id]
+    for start in range(0, len(pending), BATCH_TXS):
+        body = enc.encode_array_of_encoded([enc.encode(item) for item in pending[start:start + BATCH_TXS]])
+        http.post(f"{apis[0]}/v1/transactions/batch", content=body,
+                  headers={"content-type": "application/msgpack"}).raise_for_status()
 
 
 def _percentile(values: list[float], fraction: float) -> float:

@@ -255,7 +255,8 @@ class Node:
         self._timers_clear_below(block.height)
         # Tendermint's timeout_commit: a short pause gathers transactions (and late precommits);
         # an idle chain makes one empty block a second instead of spinning.
-        delay_ms = COMMIT_PAUSE_BUSY_MS if len(self.mempool) else COMMIT_PAUSE_IDLE_MS
+        has_proposable = bool(self.mempool.reap(self.store, 1, 2**31))  # not just stuck behind a nonce gap
+        delay_ms = COMMIT_PAUSE_BUSY_MS if has_proposable else COMMIT_PAUSE_IDLE_MS
         asyncio.get_running_loop().call_later(delay_ms / 1000, self._start_next_height)
         return []
 
