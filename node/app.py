@@ -16,7 +16,7 @@ from contracts.block_builder import ExecutedBlock, build_block, execute_block_on
 from contracts.runtime import BlockContext
 from ledger.block import BLOCK_TXS_MAX, Block, BlockHeader, CommitCertificate, compute_tx_root
 from ledger.errors import LedgerError
-from ledger.store import Store
+from ledger.store import PreparedRoots, Store
 from node.mempool import Mempool
 
 log = logging.getLogger("ledger.app")
@@ -80,30 +80,29 @@ class LedgerApplication:
         tx_ids = [signed.tx_id for signed in block.transactions]
         if header.tx_count != len(tx_ids) or header.tx_root != compute_tx_root(tx_ids):
             return None
-        context = BlockContext(store.chain_id, header.height, header.timestamp_ms)
-        changes, receipts = execute_block_on(store, block.transactions, context, self.mempool.is_verified)
-        roots = store.prepare_roots(block.transactions, changes)
+        executed, roots = self._execute(block)
         if (roots.state_root, roots.log_size, roots.log_root) != (header.state_root, header.log_size, header.log_root):
             return None
-        return ExecutedBlock(block, changes, receipts)
+        return executed
 
     def commit(self, block: Block, certificate: CommitCertificate) -> ExecutedBlock:
         """Store a certified block durably (fsynced) and drop its transactions from the mempool."""
         block_hash = block.compute_hash()
         executed = self._executed.get(block_hash)
-        if executed is None:
-            executed = self._execute_for_commit(block)
+        if executed is None:  # certified but not validated here (e.g. decided while we lagged)
+            executed, _roots = self._execute(block)
         self.store.append_block(block, certificate, executed.changes, executed.encoded_receipts)
         self._executed.clear()
         self.mempool.remove_committed(block.transactions, self.store)
         return executed
 
-    def _execute_for_commit(self, block: Block) -> ExecutedBlock:
+    def _execute(self, block: Block) -> tuple[ExecutedBlock, PreparedRoots]:
+        """Execute on the committed head; the store remembers the new state nodes for ``append_block``."""
         header: BlockHeader = block.header
         context = BlockContext(self.store.chain_id, header.height, header.timestamp_ms)
         changes, receipts = execute_block_on(self.store, block.transactions, context, self.mempool.is_verified)
-        self.store.prepare_roots(block.transactions, changes)
-        return ExecutedBlock(block, changes, receipts)
+        roots = self.store.prepare_roots(block.transactions, changes)
+        return ExecutedBlock(block, changes, receipts), roots
 
     def _remember(self, executed: ExecutedBlock) -> None:
         if len(self._executed) >= EXECUTED_CACHE_MAX:

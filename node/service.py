@@ -330,16 +330,7 @@ class Node:
         items = enc.decode(payload)
         if type(items) is not list or not all(type(item) is bytes for item in items):
             raise EncodingError("wrong_type", "a tx batch is an array of byte strings")
-        decoded = []
-        for data in items:
-            try:
-                decoded.append(SignedTransaction.decode(data))
-            except LedgerError:
-                continue
-        fresh = [signed for signed in decoded
-                 if not self.mempool.contains(signed.tx_id) and self.store.get_tx_location(signed.tx_id) is None]
-        if fresh:
-            self.mempool.admit_many(fresh, self.store)
+        self._admit(items, gossip=False)  # peers are a full mesh: the sender already told everyone
 
     def _on_status(self, peer: str, payload: bytes) -> None:
         status = enc.decode(payload)
@@ -414,6 +405,9 @@ class Node:
 
     async def submit_transactions(self, items: list[bytes]) -> list[Admission | LedgerError]:
         """Decode, dedupe against the chain, admit to the mempool, queue for gossip; per-item results."""
+        return self._admit(items, gossip=True)
+
+    def _admit(self, items: list[bytes], gossip: bool) -> list[Admission | LedgerError]:
         results: list[Admission | LedgerError | None] = [None] * len(items)
         fresh: list[tuple[int, SignedTransaction]] = []
         for index, data in enumerate(items):
@@ -429,7 +423,7 @@ class Node:
         admitted = self.mempool.admit_many([signed for _index, signed in fresh], self.store)
         for (index, signed), result in zip(fresh, admitted):
             results[index] = result
-            if isinstance(result, Admission) and result.outcome == "admitted":
+            if gossip and isinstance(result, Admission) and result.outcome == "admitted":
                 self._gossip_queue.append(signed.encode())
         assert all(result is not None for result in results)
         return results  # type: ignore[return-value]
