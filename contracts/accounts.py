@@ -11,10 +11,11 @@ from typing import Any
 
 from contracts.runtime import CallContext, ContractError, register
 from ledger.names import is_member_name
-from ledger.state import BALANCE_MAX, CurrencySupply
+from ledger.state import BALANCE_MAX, CurrencySupply, StateView
 
 
 def _amount(args: dict[str, Any]) -> int:
+    """The positive integer ``amount_minor``; the rule for negative, zero, float and overflowing amounts."""
     amount = args.get("amount_minor")
     if type(amount) is not int:
         raise ContractError("invalid_amount", "amount_minor must be an integer")
@@ -25,20 +26,32 @@ def _amount(args: dict[str, Any]) -> int:
     return amount
 
 
-def _currency(context: CallContext, args: dict[str, Any]) -> CurrencySupply:
+def _currency(state: StateView, args: dict[str, Any]) -> CurrencySupply:
     code = args.get("currency")
-    supply = context.state.get_currency(code) if isinstance(code, str) else None
+    supply = state.get_currency(code) if isinstance(code, str) else None
     if supply is None:
         raise ContractError("unknown_currency", f"currency {code!r}")
     return supply
 
 
-def _member(context: CallContext, args: dict[str, Any], field: str) -> str:
+def _member(state: StateView, args: dict[str, Any], field: str) -> str:
     name = args.get(field)
-    if not is_member_name(name) or context.state.get_member(name) is None:  # type: ignore[arg-type]
+    if not is_member_name(name) or state.get_member(name) is None:  # type: ignore[arg-type]
         raise ContractError("unknown_account", f"{field} {name!r} is not a member")
     assert isinstance(name, str)
     return name
+
+
+def check_payment_args(state: StateView, args: dict[str, Any]) -> None:
+    """issue and transfer: a known currency, a positive amount, a payee who is a member."""
+    _currency(state, args)
+    _amount(args)
+    _member(state, args, "to")
+
+
+def check_redeem_args(state: StateView, args: dict[str, Any]) -> None:
+    _currency(state, args)
+    _amount(args)
 
 
 def _credit(context: CallContext, name: str, currency: str, amount: int) -> None:
@@ -57,11 +70,11 @@ def _debit(context: CallContext, name: str, currency: str, amount: int) -> None:
     context.state.put_account(name, account.with_balance(currency, balance - amount))
 
 
-@register("accounts", "issue")
+@register("accounts", "issue", check=check_payment_args)
 def process_issue(context: CallContext, args: dict[str, Any]) -> None:
-    supply = _currency(context, args)
+    supply = _currency(context.state, args)
     amount = _amount(args)
-    recipient = _member(context, args, "to")
+    recipient = _member(context.state, args, "to")
     issuer = context.state.get_member(context.sender)
     assert issuer is not None  # admission checked the sender is a member
     # Only a holder of issuer:<CCY> may create that currency.
@@ -76,11 +89,11 @@ def process_issue(context: CallContext, args: dict[str, Any]) -> None:
     context.emit("issued", currency=supply.code, to=recipient, amount_minor=amount)
 
 
-@register("accounts", "transfer")
+@register("accounts", "transfer", check=check_payment_args)
 def process_transfer(context: CallContext, args: dict[str, Any]) -> None:
-    supply = _currency(context, args)
+    supply = _currency(context.state, args)
     amount = _amount(args)
-    payee = _member(context, args, "to")
+    payee = _member(context.state, args, "to")
     # A transfer to oneself moves nothing and would hide mistakes.
     if payee == context.sender:
         raise ContractError("payer_equals_payee")
@@ -89,9 +102,9 @@ def process_transfer(context: CallContext, args: dict[str, Any]) -> None:
     context.emit("transferred", currency=supply.code, to=payee, amount_minor=amount)
 
 
-@register("accounts", "redeem")
+@register("accounts", "redeem", check=check_redeem_args)
 def process_redeem(context: CallContext, args: dict[str, Any]) -> None:
-    supply = _currency(context, args)
+    supply = _currency(context.state, args)
     amount = _amount(args)
     _debit(context, context.sender, supply.code, amount)
     context.state.put_currency(

@@ -88,16 +88,39 @@ class CallContext:
 
 
 Method = Callable[[CallContext, dict[str, Any]], None]
+ArgsCheck = Callable[[StateView, dict[str, Any]], None]
+"""A method's argument check that needs no sender and no balances: run at admission and in the call."""
 _registry: dict[tuple[str, str], Method] = {}
+_checks: dict[tuple[str, str], ArgsCheck] = {}
 
 
-def register(contract: str, method: str) -> Callable[[Method], Method]:
+def register(contract: str, method: str, check: ArgsCheck | None = None) -> Callable[[Method], Method]:
+    """Register a method; ``check`` (if any) must raise the same ``ContractError`` the method would."""
+
     def decorate(function: Method) -> Method:
         assert (contract, method) not in _registry, (contract, method)
         _registry[(contract, method)] = function
+        if check is not None:
+            _checks[(contract, method)] = check
         return function
 
     return decorate
+
+
+def precheck_call(view: StateView, signed: SignedTransaction) -> None:
+    """Refuse, before admission, a call that would certainly fail: unknown method or bad arguments.
+
+    Only rules that no pending transaction can change are checked (argument
+    types and ranges, names that exist in the committed state), so a
+    transaction refused here would fail in any block; it is the node's
+    courtesy to the sender, and the call re-checks everything when it runs.
+    """
+    tx = signed.body
+    if (tx.contract, tx.method) not in _registry:
+        raise ContractError("unknown_method", f"no method {tx.contract}.{tx.method}")
+    check = _checks.get((tx.contract, tx.method))
+    if check is not None:
+        check(view, tx.args)
 
 
 Verdict = tuple[bool, bytes]
@@ -196,5 +219,6 @@ __all__ = [
     "execute_block",
     "execute_transaction",
     "get_method",
+    "precheck_call",
     "register",
 ]

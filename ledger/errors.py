@@ -68,8 +68,21 @@ ERROR_CODES: dict[str, str] = {
     "genesis_mismatch": "The store belongs to a different genesis.",
     # requests
     "invalid_argument": "A request parameter (path or query) is malformed or out of range.",
+    "unauthenticated": "The read needs a member's signature headers, and they are missing, malformed or wrong.",
+    "stale_request": "A signed read's timestamp is too far from the node's clock.",
+    "replayed_request": "A signed read's nonce was already used.",
+    "method_not_allowed": "The path exists, but not for this HTTP method (the Allow header lists those it has).",
+    "forbidden": "The signer may not read this (owner, auditor or regulator only).",
+    "too_many_requests": "The node is shedding load; retry after the indicated time.",
+    # calls refused at admission (the same rule the contract applies when it runs)
+    "unknown_method": "The transaction names a contract method that does not exist.",
+    "invalid_amount": "An amount is not a positive integer of minor units.",
+    "amount_too_large": "An amount exceeds the largest balance a ledger account can hold.",
+    "unknown_currency": "The currency is not registered on the chain.",
+    "unknown_account": "A named account is not a member.",
     # node configuration
     "invalid_config": "A node's home directory or config file is missing or malformed.",
+    "output_exists": "An output directory is not empty, so nothing was written to it.",
     # store
     "store_not_found": "No store exists at the given path.",
     "store_corrupt": "Stored bytes disagree with their hashes or with each other.",

@@ -8,6 +8,7 @@ command could not run (bad arguments, missing files).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -21,6 +22,7 @@ from ledger.keys import PrivateKey
 from ledger.state import Account, account_key
 from ledger.store import STORE_FILE_NAME, Store
 from ledger.verify import verify_store
+from node import cli_tx
 from node.devchain import build_demo_chain, create_demo_network
 from node.progress import ProgressBar
 
@@ -69,6 +71,7 @@ def _build_parser() -> argparse.ArgumentParser:
     node_commands = node.add_subparsers(title="node commands")
     node_run = node_commands.add_parser("run", help="run one node in the foreground (what a container runs)")
     node_run.add_argument("--home", type=Path, required=True, help="the node's directory (node.json, key.json, ...)")
+    node_run.add_argument("--data-dir", type=Path, help="store and WAL here instead of HOME/data (e.g. a volume)")
     node_run.set_defaults(run=_run_node)
 
     net = commands.add_parser("net", help="a local network of validators on loopback")
@@ -91,12 +94,42 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, help="write one JSON record here")
     bench.add_argument("--window", type=int, default=6000, help="most transactions in flight (lower: latency runs)")
     bench.add_argument("--kill-after", type=float, help="kill -9 one validator this many seconds into the run")
+    bench.add_argument("--mode", choices=("batch", "single", "idle"), default="batch",
+                       help="batch: 500 per POST /v1/transactions/batch; single: one per POST /v1/transactions; "
+                            "idle: no writes (--reads or --flood alone)")
+    bench.add_argument("--threads", type=int, default=8,
+                       help="--mode single: threads, one sender each (at most 9 + --nodes)")
+    bench.add_argument("--client", choices=("stdlib", "httpx"), default="stdlib",
+                       help="--mode single: keep-alive connections of http.client (lighter) or httpx.Client")
+    bench.add_argument("--reads", type=float, default=0, metavar="PER_S",
+                       help="also make signed reads at this rate from another process; p50/p99 per endpoint")
+    bench.add_argument("--flood", type=int, default=0, metavar="THREADS",
+                       help="run twice: honest load alone, then with THREADS threads flooding one node with "
+                            "malformed and badly signed requests")
     bench.set_defaults(run=_run_bench)
 
     keygen = commands.add_parser("keygen", help="create an Ed25519 key file")
     keygen.add_argument("--name", required=True)
     keygen.add_argument("--out", type=Path, required=True)
     keygen.set_defaults(run=_run_keygen)
+
+    genesis = commands.add_parser(
+        "genesis", help="keys, a genesis and a node home per validator, for a network spread over machines",
+        description="Writes DIR/<validator>/ (node.json, key.json, genesis.json: copy each to its machine), "
+                    "DIR/keys/ and DIR/genesis.json. Refuses a DIR that is not empty.")
+    genesis.add_argument("--out", type=Path, required=True, metavar="DIR",
+                         help="where to write (must not exist or be empty)")
+    genesis.add_argument("--validator", nargs=3, action="append", required=True,
+                         metavar=("NAME", "HOST:PEER_PORT", "API_PORT"),
+                         help="a validator, the host name its peers dial, and its API port; repeat per validator")
+    genesis.add_argument("--bind", metavar="HOST",
+                         help="the host nodes listen on (default: each validator's own HOST; 0.0.0.0 in containers)")
+    genesis.add_argument("--chain-id", help="the chain's id (default: demo-settlement)")
+    genesis.add_argument("--demo-members", action="store_true",
+                         help="add the demo members (banks, merchants, auditor, ...) and their keys")
+    genesis.set_defaults(run=_run_genesis)
+
+    cli_tx.add_commands(commands)
     return parser
 
 
@@ -193,6 +226,8 @@ def _run_node(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.home)
+    if args.data_dir is not None:
+        config = dataclasses.replace(config, data_dir_override=args.data_dir)
     node = Node(config, load_genesis(args.home), load_node_key(args.home))
     asyncio.run(node.run())
     return EXIT_OK
@@ -245,7 +280,29 @@ def _run_bench(args: argparse.Namespace) -> int:
     if args.seconds < 1 or not 1 <= args.nodes <= 16:
         print("error: --seconds must be >= 1 and --nodes between 1 and 16", file=sys.stderr)
         return EXIT_CANNOT_RUN
-    return bench.main(args.nodes, args.seconds, args.json, max(args.window, 500), args.kill_after)
+    if not 1 <= args.threads <= 9 + args.nodes or args.reads < 0 or args.flood < 0:
+        print(f"error: --threads must be between 1 and {9 + args.nodes}, --reads and --flood >= 0", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    if args.kill_after is not None and (args.mode != "batch" or args.flood):
+        print("error: --kill-after is for --mode batch without --flood", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    return bench.main(args.nodes, args.seconds, args.json, max(args.window, 500), args.kill_after, mode=args.mode,
+                      threads=args.threads, reads_per_s=args.reads, flood_threads=args.flood, client=args.client)
+
+
+def _run_genesis(args: argparse.Namespace) -> int:
+    from node import netgen
+
+    validators = [netgen.parse_validator(*triple) for triple in args.validator]
+    network = netgen.create_network(args.out, validators, bind_host=args.bind, demo_members=args.demo_members,
+                                    chain_id=args.chain_id, genesis_time_ms=int(time.time() * 1000))
+    print(f"wrote a genesis of chain {network.genesis.chain_id} ({network.genesis.compute_hash().hex()[:16]}), "
+          f"{len(validators)} node homes and {len(network.validator_keys) + len(network.member_keys)} keys "
+          f"into {args.out}")
+    for validator in validators:
+        print(f"  {args.out / validator.name}: peers dial {validator.host}:{validator.peer_port}, "
+              f"API on port {validator.api_port}")
+    return EXIT_OK
 
 
 def _run_keygen(args: argparse.Namespace) -> int:

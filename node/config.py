@@ -3,7 +3,7 @@
     HOME/node.json      name, peer listen address, API address, peers
     HOME/key.json       the validator's Ed25519 key (0600)
     HOME/genesis.json   the chain's genesis (same bytes on every node)
-    HOME/data/          ledger.sqlite (the store) and consensus.wal
+    HOME/data/          ledger.sqlite (the store) and consensus.wal (or ``node run --data-dir DIR``)
 
 A config that cannot be read gives one clear ``ConfigError`` naming the
 file and the field, never a stack trace.
@@ -50,14 +50,16 @@ class NodeConfig:
     api_host: str
     api_port: int
     peers: tuple[PeerConfig, ...]
+    data_dir_override: Path | None = None
+    """``ledger node run --data-dir``: data elsewhere than HOME/data (a container's own volume)."""
 
     @property
     def data_dir(self) -> Path:
-        return self.home / DATA_DIR
+        return self.data_dir_override or self.home / DATA_DIR
 
     @property
     def wal_path(self) -> Path:
-        return self.home / DATA_DIR / WAL_FILE
+        return self.data_dir / WAL_FILE
 
     def to_json(self) -> dict[str, Any]:
         return {

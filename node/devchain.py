@@ -10,7 +10,7 @@ certified, stored and verifiable exactly as a network's blocks are.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,29 +46,41 @@ class DemoNetwork:
     member_keys: dict[str, PrivateKey]
 
 
-def create_demo_network(directory: Path, validators: int = 4, seed: int | None = None) -> DemoNetwork:
-    """Write keys and a genesis into ``directory`` (keys/, genesis.json)."""
+def make_demo_network(validator_names: Sequence[str], seed: int | None = None, *, demo_members: bool = True,
+                      chain_id: str = DEMO_CHAIN_ID, genesis_time_ms: int = DEMO_GENESIS_TIME_MS) -> DemoNetwork:
+    """Keys and a genesis, in memory: the validators and, if asked, the demo members and their roles."""
     rng = random.Random(seed) if seed is not None else None
     new_key = (lambda: PrivateKey(rng.randbytes(32))) if rng else PrivateKey.generate  # type: ignore[union-attr]
-    validator_keys = {f"validator-{i}": new_key() for i in range(validators)}
-    member_keys = {name: new_key() for name, _roles in DEMO_MEMBERS}
+    validator_keys = {name: new_key() for name in validator_names}
+    member_keys = {name: new_key() for name, _roles in DEMO_MEMBERS} if demo_members else {}
     genesis = Genesis(
-        chain_id=DEMO_CHAIN_ID,
-        genesis_time_ms=DEMO_GENESIS_TIME_MS,
+        chain_id=chain_id,
+        genesis_time_ms=genesis_time_ms,
         validator_set=ValidatorSet(tuple(Validator(n, k.public_key, 1) for n, k in sorted(validator_keys.items()))),
         # Validators are members too (role "validator"), so they can report evidence on chain.
         members=tuple(sorted(
-            [Member(n, member_keys[n].public_key, tuple(sorted(r))) for n, r in DEMO_MEMBERS]
+            [Member(n, member_keys[n].public_key, tuple(sorted(r))) for n, r in DEMO_MEMBERS if n in member_keys]
             + [Member(n, k.public_key, ("validator",)) for n, k in validator_keys.items()],
             key=lambda member: member.name)),
         currencies=DEMO_CURRENCIES,
         params=(Param("aml_report_threshold_minor", 5_000_000),),
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    genesis.save(directory / "genesis.json")
-    for name, key in {**validator_keys, **member_keys}.items():
-        save_key(directory / "keys" / f"{name}.json", name, key)
     return DemoNetwork(genesis, validator_keys, member_keys)
+
+
+def save_demo_network(network: DemoNetwork, directory: Path) -> None:
+    """Write every key (keys/<name>.json, 0600), then genesis.json: a directory with a genesis is complete."""
+    for name, key in {**network.validator_keys, **network.member_keys}.items():
+        save_key(directory / "keys" / f"{name}.json", name, key)
+    network.genesis.save(directory / "genesis.json")
+
+
+def create_demo_network(directory: Path, validators: int = 4, seed: int | None = None) -> DemoNetwork:
+    """Write keys and a genesis into ``directory`` (keys/, genesis.json)."""
+    network = make_demo_network([f"validator-{i}" for i in range(validators)], seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_demo_network(network, directory)
+    return network
 
 
 def load_demo_network(directory: Path) -> DemoNetwork:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -27,8 +26,7 @@ from typing import Any
 import httpx
 
 from ledger.errors import LedgerError
-from node.config import GENESIS_FILE, KEY_FILE, NodeConfig, PeerConfig
-from node.devchain import create_demo_network
+from node.netgen import ValidatorAddress, create_network
 
 DEVNET_FILE = "devnet.json"
 PID_FILE = "node.pid"
@@ -73,17 +71,11 @@ def create_devnet(directory: Path, nodes: int) -> list[DevnetNode]:
     if not 1 <= nodes <= NODES_MAX:
         raise DevnetError("invalid_config", f"--nodes must be between 1 and {NODES_MAX}")
     directory = directory.resolve()
-    network = create_demo_network(directory, validators=nodes)
     ports = _free_ports(2 * nodes)
-    members = [DevnetNode(name, directory / name, ports[2 * i], ports[2 * i + 1])
-               for i, name in enumerate(sorted(network.validator_keys))]
-    for node in members:
-        peers = tuple(PeerConfig(p.name, HOST, p.peer_port, network.validator_keys[p.name].public_key)
-                      for p in members if p.name != node.name)
-        NodeConfig(node.home, node.name, HOST, node.peer_port, HOST, node.api_port, peers).save()
-        shutil.copy(directory / "keys" / f"{node.name}.json", node.home / KEY_FILE)
-        os.chmod(node.home / KEY_FILE, 0o600)
-        shutil.copy(directory / GENESIS_FILE, node.home / GENESIS_FILE)
+    members = [DevnetNode(f"validator-{i}", directory / f"validator-{i}", ports[2 * i], ports[2 * i + 1])
+               for i in range(nodes)]
+    create_network(directory, [ValidatorAddress(n.name, HOST, n.peer_port, n.api_port) for n in members],
+                   demo_members=True)
     (directory / DEVNET_FILE).write_text(json.dumps(
         {"nodes": [{"name": n.name, "home": str(n.home.resolve()), "peer_port": n.peer_port, "api_port": n.api_port}
                    for n in members]}, indent=2) + "\n")

@@ -30,6 +30,8 @@ class MempoolError(LedgerError):
 
 
 ADMITTED = "admitted"
+QUEUED = "queued"
+"""Admitted, but its nonce waits for an earlier one of the same sender that this pool does not hold yet."""
 DUPLICATE = "duplicate"
 """Already in the pool: the same id again is not an error (idempotent submission)."""
 
@@ -92,7 +94,7 @@ class Mempool:
                 results[index] = MempoolError("invalid_signature", f"transaction from {signed.body.sender}")
                 continue
             result = self._insert(signed, view)
-            if isinstance(result, Admission) and result.outcome == ADMITTED:
+            if isinstance(result, Admission) and result.outcome in (ADMITTED, QUEUED):
                 self._verified_key[result.tx_id] = triple[0]
             results[index] = result
         return [result for result in results if result is not None]
@@ -113,10 +115,11 @@ class Mempool:
         size = len(signed.encode())
         if len(self._by_id) >= self.txs_max or self._bytes + size > self.bytes_max:
             return MempoolError("mempool_full", f"{len(self._by_id)} transactions pending")
+        is_next = tx.nonce == committed_nonce or tx.nonce - 1 in pending
         pending[tx.nonce] = tx_id
         self._by_id[tx_id] = signed
         self._bytes += size
-        return Admission(tx_id, ADMITTED)
+        return Admission(tx_id, ADMITTED if is_next else QUEUED)
 
     def get_next_nonce(self, sender: str, state: StateReader) -> int:
         """The nonce a new transaction of ``sender`` should carry, counting its pending ones."""

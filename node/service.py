@@ -27,18 +27,21 @@ import contextlib
 import logging
 import signal
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 import uvicorn
 
 from contracts.evidence import make_report
+from contracts.runtime import ContractError, Receipt, precheck_call
 from ledger import encoding as enc
+from ledger.amounts import format_amount
 from ledger.block import Block, CommitCertificate
-from ledger.errors import EncodingError, InvalidBlock, LedgerError
+from ledger.errors import ERROR_CODES, EncodingError, InvalidBlock, LedgerError
+from ledger.genesis import Member
 from ledger.keys import PrivateKey
+from ledger.state import StateView, account_key, member_key
 from ledger.store import Store
-from ledger.state import member_key
 from ledger.transaction import SignedTransaction
 from node.api import create_app
 from node.app import LedgerApplication
@@ -54,7 +57,7 @@ from node.consensus import (
     SignVote,
     Timeout,
 )
-from node.mempool import Admission, Mempool, MempoolError
+from node.mempool import ADMITTED, QUEUED, Admission, Mempool, MempoolError
 from node.messages import (
     ENVELOPE_KIND_BLOCK_REQUEST,
     ENVELOPE_KIND_BLOCK_RESPONSE,
@@ -70,6 +73,7 @@ from node.messages import (
     encode_consensus_message,
     encode_envelope,
 )
+from node.read_auth import ReadAuthenticator, Reader
 from node.transport import PeerAddress, PeerNetwork
 from node.wal import SIGN_STEP_BY_VOTE_KIND, SIGN_STEP_PROPOSAL, DoubleSignRefused, SignerWal
 
@@ -85,6 +89,7 @@ SYNC_BLOCKS_PER_RESPONSE_MAX = 32
 SYNC_RESPONSE_BYTES_MAX = 6 * 1024 * 1024
 EVIDENCE_KEPT_MAX = 1_000
 WAITERS_MAX = 100_000
+RECENT_BLOCKS_CACHED = 8
 
 
 def now_ms() -> int:
@@ -108,10 +113,12 @@ class Node:
         self._timers: dict[Timeout, asyncio.TimerHandle] = {}
         self._commit_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._gossip_queue: list[bytes] = []
+        self._recent_blocks: OrderedDict[int, Block] = OrderedDict()
         self._sync_requested_at_ms = 0
         self._stopping = asyncio.Event()
         self._started_ms = now_ms()
         self.core = self._new_core()
+        self.read_auth = ReadAuthenticator(self.chain_id, self.get_member, now_ms)
         self.transport = PeerNetwork(
             self.chain_id, self.name, key, config.listen_host, config.listen_port,
             [PeerAddress(p.name, p.host, p.port, p.public_key) for p in config.peers],
@@ -410,6 +417,7 @@ class Node:
     def _admit(self, items: list[bytes], gossip: bool) -> list[Admission | LedgerError]:
         results: list[Admission | LedgerError | None] = [None] * len(items)
         fresh: list[tuple[int, SignedTransaction]] = []
+        view = StateView(self.store)
         for index, data in enumerate(items):
             try:
                 signed = SignedTransaction.decode(data)
@@ -419,18 +427,28 @@ class Node:
             if self.store.get_tx_location(signed.tx_id) is not None:
                 results[index] = Admission(signed.tx_id, "committed")
                 continue
+            try:
+                precheck_call(view, signed)
+            except ContractError as error:
+                known = error.code in ERROR_CODES
+                detail = error.detail if error.detail != error.code else ""
+                results[index] = LedgerError(error.code if known else "invalid_argument",
+                                             detail if known else f"{error.code}: {detail}")
+                continue
             fresh.append((index, signed))
         admitted = self.mempool.admit_many([signed for _index, signed in fresh], self.store)
         for (index, signed), result in zip(fresh, admitted):
             results[index] = result
-            if gossip and isinstance(result, Admission) and result.outcome == "admitted":
+            if gossip and isinstance(result, Admission) and result.outcome in (ADMITTED, QUEUED):
                 self._gossip_queue.append(signed.encode())
         assert all(result is not None for result in results)
         return results  # type: ignore[return-value]
 
-    async def get_transaction_status(self, tx_id: bytes, wait_ms: int) -> dict[str, Any]:
+    async def get_transaction_status(self, tx_id: bytes, wait_ms: int, reader: Reader) -> dict[str, Any]:
+        """Status and receipt; waits up to ``wait_ms`` for a pending one to commit (long-poll)."""
         location = self.store.get_tx_location(tx_id)
         if location is None and wait_ms > 0 and self.mempool.contains(tx_id):
+            self._check_may_read_tx(reader, self.mempool.get(tx_id))
             waiters = self._commit_waiters.setdefault(tx_id, [])
             if sum(map(len, self._commit_waiters.values())) < WAITERS_MAX:
                 future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -439,27 +457,96 @@ class Node:
                     await asyncio.wait_for(future, wait_ms / 1000)
             location = self.store.get_tx_location(tx_id)
         if location is not None:
-            from contracts.runtime import Receipt  # noqa: PLC0415 (node may import contracts)
-
+            self._check_may_read_tx(reader, self._get_block(location.height).transactions[location.index])
             receipt = Receipt.decode(location.receipt)
             return {"tx_id": tx_id.hex(), "status": "committed" if receipt.is_ok else "failed",
                     "height": location.height, "index": location.index, "log_index": location.log_index,
                     "receipt": {"ok": receipt.is_ok, "code": receipt.code,
                                 "events": [{"name": e.name, "data": _jsonable(e.data)} for e in receipt.events]}}
-        if self.mempool.contains(tx_id):
+        pending = self.mempool.get(tx_id)
+        if pending is not None:
+            self._check_may_read_tx(reader, pending)
             return {"tx_id": tx_id.hex(), "status": "pending"}
         return {"tx_id": tx_id.hex(), "status": "unknown"}
+
+    def _get_block(self, height: int) -> Block:
+        """A committed block, decoded once for the reads that follow a commit (a small LRU)."""
+        block = self._recent_blocks.pop(height, None) or self.store.get_block(height)
+        self._recent_blocks[height] = block
+        while len(self._recent_blocks) > RECENT_BLOCKS_CACHED:
+            self._recent_blocks.popitem(last=False)
+        return block
+
+    @staticmethod
+    def _check_may_read_tx(reader: Reader, signed: SignedTransaction | None) -> None:
+        if signed is not None and not reader.may_read_transaction(signed.body.sender, signed.body.args):
+            raise LedgerError("forbidden", f"{reader.name} is not a party to this transaction "
+                              "(only its parties, auditors and regulators may read it)")
+
+    def get_tx_proof_json(self, tx_id: bytes) -> dict[str, Any]:
+        """The transaction's RFC 9162 inclusion path in the log, against its block's certified header."""
+        location = self.store.get_tx_location(tx_id)
+        if location is None:
+            raise LedgerError("not_found", f"no committed transaction {tx_id.hex()}")
+        header = self.store.get_header(location.height)
+        path = self.store.log.inclusion_proof(location.log_index, header.log_size)
+        return {"tx_id": tx_id.hex(), "height": location.height, "log_index": location.log_index,
+                "log_size": header.log_size, "log_root": header.log_root.hex(), "path": [h.hex() for h in path],
+                **self._certified_header_json(location.height)}
+
+    def get_consistency_json(self, size_from: int, size_to: int | None) -> dict[str, Any]:
+        """RFC 9162 consistency proof between two sizes of the log (``to`` defaults to the head's size)."""
+        head_size = self.store.log.size
+        size_to = head_size if size_to is None else size_to
+        if not 0 < size_from <= size_to <= head_size:  # RFC 9162: no consistency proof from the empty tree
+            raise LedgerError("invalid_argument", f"need 0 < from <= to <= {head_size} (the log's size)")
+        proof = self.store.log.consistency_proof(size_from, size_to)
+        return {"from": size_from, "to": size_to, "from_root": self.store.log.root_at(size_from).hex(),
+                "to_root": self.store.log.root_at(size_to).hex(), "proof": [h.hex() for h in proof]}
+
+    def get_account_json(self, name: str, reader: Reader, with_proof: bool) -> dict[str, Any]:
+        """Balances at the committed head, the next nonce, and (optionally) a state proof of them."""
+        if not reader.may_read_account(name):
+            raise LedgerError("forbidden", f"{reader.name} may not read {name}'s account "
+                              "(only its owner, auditors and regulators may)")
+        view = StateView(self.store)
+        if view.get_member(name) is None:
+            raise LedgerError("not_found", f"no member {name!r}")
+        height = self.store.head_height
+        value = self.store.get(account_key(name))
+        account = view.get_account(name)
+        exponents = self._currency_exponents()
+        result: dict[str, Any] = {
+            "name": name, "height": height, "nonce": account.nonce,
+            "next_nonce": self.mempool.get_next_nonce(name, self.store),
+            "balances": [{"currency": b.currency, "amount_minor": b.amount_minor,
+                          "amount": format_amount(b.amount_minor, exponents.get(b.currency, 0), b.currency)}
+                         for b in account.balances]}
+        if with_proof:
+            header = self.store.get_header(height)
+            proof = self.store.tree.get_proof(header.state_root, account_key(name))
+            result["proof"] = {"value": None if value is None else value.hex(),
+                               "state_proof": proof.encode().hex(), **self._certified_header_json(height)}
+        return result
+
+    def _certified_header_json(self, height: int) -> dict[str, Any]:
+        return {"header_bytes": self.store.get_header(height).encode().hex(),
+                "certificate_bytes": self.store.get_certificate(height).encode().hex()}
+
+    def _currency_exponents(self) -> dict[str, int]:
+        view = StateView(self.store)
+        supplies = (view.get_currency(currency.code) for currency in self.store.genesis.currencies)
+        return {supply.code: supply.exponent for supply in supplies if supply is not None}
+
+    def get_member(self, name: str) -> Member | None:
+        """A member as committed at the head (who may sign reads, with which key and roles)."""
+        return StateView(self.store).get_member(name)
 
     def _wake_waiters(self, block: Block) -> None:
         for signed in block.transactions:
             for future in self._commit_waiters.pop(signed.tx_id, []):
                 if not future.done():
                     future.set_result(None)
-
-    def get_account_nonce(self, name: str) -> int:
-        if self.store.get(member_key(name)) is None:
-            raise LedgerError("not_found", f"no member {name!r}")
-        return self.mempool.get_next_nonce(name, self.store)
 
     def get_status(self) -> dict[str, Any]:
         state = self.core.get_state()
@@ -475,6 +562,7 @@ class Node:
                        "height": self.peer_heights.get(name)} for name in sorted(p.name for p in self.config.peers)],
             "mempool": {"transactions": len(self.mempool), "bytes": self.mempool.size_bytes},
             "evidence": len(self.evidence),
+            "currencies": [{"code": code, "exponent": exponent} for code, exponent in self._currency_exponents().items()],
             "uptime_s": (now_ms() - self._started_ms) // 1000,
         }
 
@@ -526,4 +614,4 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-__all__ = ["Node", "MempoolError"]
+__all__ = ["MempoolError", "Node"]

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node import devnet  # noqa: E402
-from node.client import NodeClient  # noqa: E402
+from node.client import ApiError, Client  # noqa: E402
 from node.devchain import DemoLoad, load_demo_network  # noqa: E402
 
 
@@ -30,28 +30,29 @@ def main() -> int:
     nodes = devnet.load_devnet(args.dir)
     network = load_demo_network(args.dir)
     load = DemoLoad(network, seed=int(time.time()))
-    with NodeClient([node.api for node in nodes]) as client:
+    # The auditor reads every receipt and account (docs/SECURITY.md: owners, auditors, regulators).
+    with Client.from_devnet(args.dir, "auditor") as client:
         for sender in load.nonces:  # resume after earlier runs: nonces come from the chain
-            load.nonces[sender] = client.get_account_nonce(sender)
+            load.nonces[sender] = client.get_account(sender).next_nonce
         issuance = load.issuance()
         transfers = list(load.transfers(args.transfers))
         started = time.monotonic()
         results = client.submit_batch(issuance + transfers)
-        errors = [r for r in results if "error" in r]
+        errors = [r for r in results if isinstance(r, ApiError)]
         if errors:
-            print(f"{len(errors)} submissions refused, first: {errors[0]['error']}", file=sys.stderr)
+            print(f"{len(errors)} submissions refused, first: {errors[0]}", file=sys.stderr)
             return 1
         print(f"submitted {len(results)} signed transactions to {nodes[0].api} (and peers by gossip)")
-        last = client.get_transaction(transfers[-1].tx_id, wait_ms=30_000)
-        if last["status"] != "committed":
+        last = client.wait_for(transfers[-1].tx_id, timeout_s=30)
+        if last.status != "committed":
             print(f"not committed within 30 s: {last}", file=sys.stderr)
             return 1
-        print(f"all committed in {time.monotonic() - started:.2f}s; last one at height {last['height']}")
+        print(f"all committed in {time.monotonic() - started:.2f}s; last one at height {last.height}")
         for signed in issuance:
             receipt = client.get_transaction(signed.tx_id)
-            event = receipt["receipt"]["events"][0]
-            print(f"  height {receipt['height']:>4}  {signed.body.sender:<9} issued {event['data']['amount_minor']:>16,} "
-                  f"minor units of {event['data']['currency']} to {event['data']['to']}")
+            event = receipt.events[0]
+            print(f"  height {receipt.height:>4}  {signed.body.sender:<9} issued {event.data['amount_minor']:>16,} "
+                  f"minor units of {event.data['currency']} to {event.data['to']}")
         print(f"  ... and {len(transfers)} CNY transfers from alipay-agg to merchants")
     time.sleep(1.5)
     heads = {}

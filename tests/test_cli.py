@@ -69,8 +69,15 @@ def test_api_errors_are_problem_json_with_codes(tmp_path: Path) -> None:
             from ledger.errors import StoreError
             raise StoreError("not_found", f"no block at height {height}")
 
+    from node.read_auth import Reader
+
+    class _AnyReader:
+        def authenticate(self, *_args: object) -> Reader:
+            return Reader("auditor", ("auditor",))
+
     class _Node:
         store = _Store()
+        read_auth = _AnyReader()
 
         def get_block_json(self, height: int) -> dict:
             return self.store.get_block(height)  # type: ignore[return-value]

@@ -17,7 +17,7 @@ import pytest
 from ledger.store import Store
 from ledger.verify import verify_store
 from node import devnet
-from node.client import NodeClient
+from node.client import Client, Submitted
 from node.devchain import DemoLoad, load_demo_network
 
 TRANSFERS = 1_000
@@ -44,13 +44,15 @@ def test_four_validators_survive_a_kill_and_commit_every_acknowledged_transactio
         transactions = load.issuance() + list(load.transfers(TRANSFERS))
         victim = nodes[2]
         acknowledged: set[bytes] = set()
-        with NodeClient([n.api for n in nodes if n is not victim] + [victim.api], timeout_s=30) as client:
+        auditor = network.member_keys["auditor"]
+        with Client([n.api for n in nodes if n is not victim] + [victim.api], member="auditor", key=auditor,
+                    timeout_s=30) as client:
             for number, start in enumerate(range(0, len(transactions), BATCH)):
                 batch = transactions[start:start + BATCH]
                 results = client.submit_batch(batch)
                 for signed, result in zip(batch, results):
-                    assert "tx_id" in result, result
-                    assert result["tx_id"] == signed.tx_id.hex()
+                    assert isinstance(result, Submitted), result
+                    assert result.tx_id == signed.tx_id
                     acknowledged.add(signed.tx_id)
                 if number == 3:  # mid-stream: kill -9 one validator
                     pid = devnet.get_pid(victim)
@@ -59,9 +61,9 @@ def test_four_validators_survive_a_kill_and_commit_every_acknowledged_transactio
                     _wait_for(lambda: devnet.get_pid(victim) is None, 10, "the victim to die")
                 # resubmitting the same signed batch is idempotent: same ids, nothing applied twice
                 again = client.submit_batch(batch[:5])
-                assert [r["tx_id"] for r in again] == [s.tx_id.hex() for s in batch[:5]]
+                assert [r.tx_id for r in again if isinstance(r, Submitted)] == [s.tx_id for s in batch[:5]]
             last = transactions[-1].tx_id
-            _wait_for(lambda: client.get_transaction(last, wait_ms=2000)["status"] == "committed",
+            _wait_for(lambda: client.get_transaction(last, wait_ms=2000).status == "committed",
                       CONVERGE_TIMEOUT_S, "the last transaction to commit")
         restarted = [node.name for node, _pid, started in devnet.up(directory, 4, progress=lambda _line: None)
                      if started]
@@ -74,9 +76,9 @@ def test_four_validators_survive_a_kill_and_commit_every_acknowledged_transactio
         target = max(h for h, _ in heads() or {(0, "")})
         _wait_for(lambda: all((devnet.get_status(n) or {}).get("height", 0) >= target for n in nodes),
                   CONVERGE_TIMEOUT_S, "the restarted node to catch up")
-        with NodeClient(victim.api) as restarted:
+        with Client(victim.api, member="auditor", key=auditor) as restarted:
             for tx_id in list(acknowledged)[:50]:
-                assert restarted.get_transaction(tx_id)["status"] == "committed"
+                assert restarted.get_transaction(tx_id).status == "committed"
     finally:
         devnet.down(directory)
     for node in nodes:  # SIGTERM: every node closed its store and WAL and said so
@@ -109,19 +111,20 @@ def test_a_node_down_for_many_blocks_catches_up_by_itself(tmp_path: Path) -> Non
         _wait_for(lambda: devnet.get_pid(laggard) is None, 15, "the node to stop")
         network = load_demo_network(directory)
         load = DemoLoad(network, seed=9)
-        with NodeClient([n.api for n in nodes[:3]]) as client:
-            down_at = client.get_status()["height"]
+        auditor = network.member_keys["auditor"]
+        with Client([n.api for n in nodes[:3]], member="auditor", key=auditor) as client:
+            down_at = client.status()["height"]
             batches = [load.issuance()] + [list(load.transfers(10)) for _ in range(45)]
             for batch in batches:  # one batch per block, so the others move well ahead
                 client.submit_batch(batch)
-                assert client.get_transaction(batch[-1].tx_id, wait_ms=10_000)["status"] == "committed"
-            target = client.get_status()["height"]
+                assert client.wait_for(batch[-1].tx_id, timeout_s=10).status == "committed"
+            target = client.status()["height"]
         assert target - down_at >= 40, "the others committed many blocks while it was down"
         devnet.up(directory, 4, progress=lambda _line: None)
         _wait_for(lambda: (devnet.get_status(laggard) or {}).get("height", 0) >= target, CONVERGE_TIMEOUT_S,
                   "the laggard to sync")
-        with NodeClient(laggard.api) as client:
-            assert client.get_transaction(batches[-1][-1].tx_id)["status"] == "committed"
+        with Client(laggard.api, member="auditor", key=auditor) as client:
+            assert client.get_transaction(batches[-1][-1].tx_id).status == "committed"
     finally:
         devnet.down(directory)
     store = Store.open(laggard.home / "data")

@@ -43,3 +43,18 @@ def test_example_is_self_consistent_for_an_independent_verifier() -> None:
     decoded = SignedTransaction.decode(signed_bytes)
     assert decoded.body.args == {"amount_minor": 1234, "currency": "CNY", "to": "merchant-001"}
     assert decoded.tx_id == example["tx_id"]
+
+
+def test_read_request_vector_in_the_doc_is_what_the_code_signs() -> None:
+    from ledger.keys import PrivateKey
+    from ledger.read_request import read_request_message, sign_read_request
+
+    key = PrivateKey(b"\x07" * 32)
+    target = b"/v1/accounts/bank-cn"
+    message = read_request_message("GET", target, 1_800_000_000_000, b"\x01" * 16, b"")
+    headers = sign_read_request(key, "bank-cn", "test-chain", "GET", target, b"", 1_800_000_000_000, b"\x01" * 16)
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md").read_text()
+    section = doc[doc.index("## 11. Signed read requests"):]
+    assert key.public_key.hex() in section
+    assert f"| message | `{message.hex()}` |" in section
+    assert f"| x-ledger-signature | `{headers['x-ledger-signature']}` |" in section
