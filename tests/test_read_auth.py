@@ -7,7 +7,7 @@ import pytest
 from ledger.genesis import Member
 from ledger.keys import PrivateKey
 from ledger.read_request import READ_SKEW_MS_MAX, ReadAuthError, sign_read_request
-from node.read_auth import Reader, ReadAuthenticator
+from node.read_auth import ReadAuthenticator, Reader
 
 CHAIN = "test-chain"
 
