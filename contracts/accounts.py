@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts import compliance
+from contracts.money import credit, debit, is_holding_account, move
 from contracts.runtime import CallContext, ContractError, register
 from ledger.names import is_member_name
 from ledger.state import BALANCE_MAX, CurrencySupply, StateView
@@ -54,22 +56,6 @@ def check_redeem_args(state: StateView, args: dict[str, Any]) -> None:
     _amount(args)
 
 
-def _credit(context: CallContext, name: str, currency: str, amount: int) -> None:
-    account = context.state.get_account(name)
-    balance = account.get_balance(currency)
-    if balance + amount > BALANCE_MAX:
-        raise ContractError("balance_overflow")
-    context.state.put_account(name, account.with_balance(currency, balance + amount))
-
-
-def _debit(context: CallContext, name: str, currency: str, amount: int) -> None:
-    account = context.state.get_account(name)
-    balance = account.get_balance(currency)
-    if amount > balance:
-        raise ContractError("amount_exceeds_balance", f"{name} holds {balance} {currency}")
-    context.state.put_account(name, account.with_balance(currency, balance - amount))
-
-
 @register("accounts", "issue", check=check_payment_args)
 def process_issue(context: CallContext, args: dict[str, Any]) -> None:
     supply = _currency(context.state, args)
@@ -82,7 +68,9 @@ def process_issue(context: CallContext, args: dict[str, Any]) -> None:
         raise ContractError("not_issuer", f"{context.sender} may not issue {supply.code}")
     if supply.issued_minor + amount > BALANCE_MAX:
         raise ContractError("supply_overflow")
-    _credit(context, recipient, supply.code, amount)
+    if not is_holding_account(recipient):
+        compliance.check_may_receive(context, recipient)
+    credit(context, recipient, supply.code, amount)
     context.state.put_currency(
         CurrencySupply(supply.code, supply.exponent, supply.issued_minor + amount, supply.redeemed_minor)
     )
@@ -94,11 +82,8 @@ def process_transfer(context: CallContext, args: dict[str, Any]) -> None:
     supply = _currency(context.state, args)
     amount = _amount(args)
     payee = _member(context.state, args, "to")
-    # A transfer to oneself moves nothing and would hide mistakes.
-    if payee == context.sender:
-        raise ContractError("payer_equals_payee")
-    _debit(context, context.sender, supply.code, amount)
-    _credit(context, payee, supply.code, amount)
+    # A transfer to oneself moves nothing and would hide mistakes (money.move refuses it).
+    move(context, context.sender, payee, supply.code, amount)
     context.emit("transferred", currency=supply.code, to=payee, amount_minor=amount)
 
 
@@ -106,7 +91,8 @@ def process_transfer(context: CallContext, args: dict[str, Any]) -> None:
 def process_redeem(context: CallContext, args: dict[str, Any]) -> None:
     supply = _currency(context.state, args)
     amount = _amount(args)
-    _debit(context, context.sender, supply.code, amount)
+    compliance.check_standing(context, context.sender)
+    debit(context, context.sender, supply.code, amount)
     context.state.put_currency(
         CurrencySupply(supply.code, supply.exponent, supply.issued_minor, supply.redeemed_minor + amount)
     )

@@ -107,6 +107,21 @@ def register(contract: str, method: str, check: ArgsCheck | None = None) -> Call
     return decorate
 
 
+BlockStep = Callable[[StateView, "BlockContext"], None]
+_block_steps: list[BlockStep] = []
+
+
+def register_block_step(step: BlockStep) -> BlockStep:
+    """A deterministic step every block runs before its transactions (e.g. a scheduled validator-set change)."""
+    _block_steps.append(step)
+    return step
+
+
+def run_block_steps(view: StateView, block: BlockContext) -> None:
+    for step in _block_steps:
+        step(view, block)
+
+
 def precheck_call(view: StateView, signed: SignedTransaction) -> None:
     """Refuse, before admission, a call that would certainly fail: unknown method or bad arguments.
 
@@ -127,13 +142,16 @@ Verdict = tuple[bool, bytes]
 """A signature check done ahead of time: (is valid, under which public key)."""
 
 
-def admit(view: StateView, signed: SignedTransaction, block: BlockContext, verdict: Verdict | None = None) -> None:
+def admit(view: StateView, signed: SignedTransaction, block: BlockContext, verdict: Verdict | None = None,
+          registry: StateView | None = None) -> None:
     """Block-level rules for one transaction; a failure invalidates the block."""
     tx = signed.body
-    member = view.get_member(tx.sender)
+    # Membership and keys as of the block's start: a change made by governance counts from the next block,
+    # so the auditor, checking every signature against the registry before the block, agrees.
+    member = (registry or view).get_member(tx.sender)
     if member is None:
         raise InvalidBlock("unknown_sender", f"{tx.sender} is not a member", height=block.height)
-    # A verdict counts only for the key in force now (an earlier transaction may have rotated it).
+    # A verdict counts only for the key in force (the one the signature was checked under).
     signature_ok = verdict[0] if verdict is not None and verdict[1] == member.public_key else None
     if signature_ok is None:
         signature_ok = signed.is_signed_by(member.public_key, block.chain_id)
@@ -147,9 +165,10 @@ def admit(view: StateView, signed: SignedTransaction, block: BlockContext, verdi
 
 
 def execute_transaction(view: StateView, signed: SignedTransaction, block: BlockContext,
-                        verdict: Verdict | None = None) -> Receipt:
-    """Admit, consume the nonce, run the call atomically, return its receipt."""
-    admit(view, signed, block, verdict)
+                        verdict: Verdict | None = None, registry: StateView | None = None) -> Receipt:
+    """Admit (against ``registry``, the state at the block's start; default ``view``), consume the nonce,
+    run the call atomically, return its receipt."""
+    admit(view, signed, block, verdict, registry)
     tx = signed.body
     view.put_account(tx.sender, view.get_account(tx.sender).with_nonce(tx.nonce + 1))
     method = _registry.get((tx.contract, tx.method))
@@ -163,6 +182,8 @@ def execute_transaction(view: StateView, signed: SignedTransaction, block: Block
             raise ContractError("too_many_writes")
     except ContractError as error:
         return Receipt(RECEIPT_FAILED, error.code, ())
+    except Exception:  # noqa: BLE001 - a contract's bug must fail the call on every node alike, not halt the chain
+        return Receipt(RECEIPT_FAILED, "contract_fault", ())
     call_view.commit()
     return Receipt(RECEIPT_OK, "", tuple(context.events))
 
@@ -179,8 +200,10 @@ def execute_block(view: StateView, transactions: Sequence[SignedTransaction], bl
     it checked at admission is not checked again under the same key; the
     verdict is the same, only the work is saved.
     """
-    verdicts = _verify_signatures(view, transactions, block.chain_id, already_verified)
-    return [execute_transaction(view, signed, block, ok) for signed, ok in zip(transactions, verdicts)]
+    run_block_steps(view, block)
+    registry = view.snapshot()
+    verdicts = _verify_signatures(registry, transactions, block.chain_id, already_verified)
+    return [execute_transaction(view, signed, block, ok, registry) for signed, ok in zip(transactions, verdicts)]
 
 
 def _verify_signatures(view: StateView, transactions: Sequence[SignedTransaction], chain_id: str,
@@ -221,4 +244,6 @@ __all__ = [
     "get_method",
     "precheck_call",
     "register",
+    "register_block_step",
+    "run_block_steps",
 ]

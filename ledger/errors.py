@@ -94,6 +94,7 @@ ERROR_CODES: dict[str, str] = {
     "wrong_block_hash": "A stored block hash does not match the hash of its header.",
     "wrong_tx_index": "The transaction index disagrees with the blocks.",
     "state_row_mismatch": "A state row disagrees with the state tree under the head's root.",
+    "wrong_receipt": "A stored receipt is not the one the contracts produce when the block is replayed.",
     "supply_mismatch": "A currency's balances do not sum to issued minus redeemed.",
 }
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar, Protocol
 
+import msgpack
+
 from ledger import encoding as enc
 from ledger.genesis import CURRENCIES_MAX, Genesis, Member
 from ledger.validators import ValidatorSet
@@ -32,6 +34,7 @@ BALANCE_MAX = 2**63 - 1
 """No balance or supply may exceed this; sums are checked before they are written."""
 
 KEY_VALIDATORS = b"validators"
+KEY_PENDING_VALIDATORS = b"validators/pending"
 
 
 def member_key(name: str) -> bytes:
@@ -44,6 +47,10 @@ def account_key(name: str) -> bytes:
 
 def currency_key(code: str) -> bytes:
     return b"currency/" + code.encode()
+
+
+def param_key(name: str) -> bytes:
+    return b"param/" + name.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,13 @@ class Account(enc.Record):
     def with_nonce(self, nonce: int) -> Account:
         return Account(nonce, self.balances)
 
+    def encode(self) -> bytes:
+        """The canonical bytes, built directly: the hottest record (tests check it equals the generic encoder)."""
+        assert 0 <= self.nonce < 2**63
+        data = msgpack.packb([self.nonce, [[b.currency, b.amount_minor] for b in self.balances]], use_bin_type=True)
+        assert isinstance(data, bytes)
+        return data
+
 
 EMPTY_ACCOUNT = Account(0, ())
 
@@ -100,6 +114,33 @@ class CurrencySupply(enc.Record):
     @property
     def outstanding_minor(self) -> int:
         return self.issued_minor - self.redeemed_minor
+
+
+@dataclass(frozen=True, slots=True)
+class PendingValidators(enc.Record):
+    """A validator set decided by governance, in force from ``effective_height`` on."""
+
+    effective_height: int
+    validator_set: ValidatorSet
+
+    WIRE: ClassVar[tuple[enc.FieldCheck, ...]] = (enc.uint(63), enc.record(ValidatorSet))
+
+
+def validator_set_in_force(state: StateReader, height: int) -> ValidatorSet:
+    """The set that certifies block ``height``, read from the state after ``height - 1`` (or after ``height``).
+
+    ``validators`` holds the set in force; a set scheduled by governance waits
+    under ``validators/pending`` and counts from its effective height on (the
+    block at that height moves it into ``validators`` before its transactions).
+    """
+    pending = state.get(KEY_PENDING_VALIDATORS)
+    if pending is not None:
+        scheduled = PendingValidators.decode(pending)
+        if scheduled.effective_height <= height:
+            return scheduled.validator_set
+    data = state.get(KEY_VALIDATORS)
+    assert data is not None, "the state always holds a validator set"
+    return ValidatorSet.decode(data)
 
 
 class StateReader(Protocol):
@@ -136,6 +177,12 @@ class StateView:
     def child(self) -> StateView:
         return StateView(self)
 
+    def snapshot(self) -> StateView:
+        """A view frozen as this one is now: later writes here do not show through it."""
+        frozen = StateView(self._base)
+        frozen._writes = dict(self._writes)
+        return frozen
+
     def commit(self) -> None:
         """Fold this view's writes into its parent (which must be a StateView)."""
         assert isinstance(self._base, StateView), "only a child view can be committed"
@@ -149,10 +196,18 @@ class StateView:
 
     def get_account(self, name: str) -> Account:
         data = self.get(account_key(name))
-        return EMPTY_ACCOUNT if data is None else _decode_account(data)
+        if data is None:
+            return EMPTY_ACCOUNT
+        account = _written_accounts.get(data)
+        return account if account is not None else _decode_account(data)
 
     def put_account(self, name: str, account: Account) -> None:
-        self.set(account_key(name), account.encode())
+        data = account.encode()
+        # The next read of these bytes (often in the same block) needs no decode.
+        if len(_written_accounts) >= WRITTEN_ACCOUNTS_CACHED:
+            _written_accounts.clear()
+        _written_accounts[data] = account
+        self.set(account_key(name), data)
 
     def get_member(self, name: str) -> Member | None:
         data = self.get(member_key(name))
@@ -163,10 +218,18 @@ class StateView:
 
     def get_currency(self, code: str) -> CurrencySupply | None:
         data = self.get(currency_key(code))
-        return None if data is None else CurrencySupply.decode(data)
+        return None if data is None else _decode_currency(data)
 
     def put_currency(self, supply: CurrencySupply) -> None:
         self.set(currency_key(supply.code), supply.encode())
+
+    def get_param(self, name: str, default: int) -> int:
+        """A chain parameter (genesis ``params``; governance may change them): a signed 64-bit integer."""
+        data = self.get(param_key(name))
+        return default if data is None else _decode_param(data)
+
+    def put_param(self, name: str, value: int) -> None:
+        self.set(param_key(name), enc.encode(enc.sint64(value)))
 
     def get_validator_set(self) -> ValidatorSet:
         data = self.get(KEY_VALIDATORS)
@@ -180,6 +243,22 @@ def _decode_account(data: bytes) -> Account:
     return Account.decode(data)
 
 
+@lru_cache(maxsize=1024)
+def _decode_currency(data: bytes) -> CurrencySupply:
+    """Read by every payment (its exponent, its existence); changed only by issue and redeem."""
+    return CurrencySupply.decode(data)
+
+
+@lru_cache(maxsize=1024)
+def _decode_param(data: bytes) -> int:
+    return enc.sint64(enc.decode(data))
+
+
+WRITTEN_ACCOUNTS_CACHED = 65_536
+_written_accounts: dict[bytes, Account] = {}
+"""Accounts by the bytes ``put_account`` wrote: records are immutable and equal bytes are equal accounts."""
+
+
 @lru_cache(maxsize=4096)
 def _decode_member(data: bytes) -> Member:
     """Members are read on every transaction and rarely change: decode each version once."""
@@ -187,13 +266,15 @@ def _decode_member(data: bytes) -> Member:
 
 
 def compute_genesis_state(genesis: Genesis) -> dict[bytes, bytes]:
-    """The state at height 0: members, empty accounts, currencies, validators."""
+    """The state at height 0: members, empty accounts, currencies, parameters, validators."""
     view = StateView(EmptyState())
     for member in genesis.members:
         view.put_member(member)
         view.put_account(member.name, EMPTY_ACCOUNT)
     for currency in genesis.currencies:
         view.put_currency(CurrencySupply(currency.code, currency.exponent, 0, 0))
+    for param in genesis.params:
+        view.put_param(param.name, param.value)
     view.set(KEY_VALIDATORS, genesis.validator_set.encode())
     writes = view.changes()
     return {key: value for key, value in writes.items() if value is not None}
@@ -204,7 +285,7 @@ def iter_sorted(changes: Mapping[bytes, bytes | None]) -> Iterator[tuple[bytes, 
         yield key, changes[key]
 
 
-for _record in (Balance, Account, CurrencySupply):
+for _record in (Balance, Account, CurrencySupply, PendingValidators):
     enc.check_record_wire(_record)
 
 __all__ = [
@@ -214,7 +295,9 @@ __all__ = [
     "CurrencySupply",
     "EMPTY_ACCOUNT",
     "EmptyState",
+    "KEY_PENDING_VALIDATORS",
     "KEY_VALIDATORS",
+    "PendingValidators",
     "StateReader",
     "StateView",
     "account_key",
@@ -222,4 +305,6 @@ __all__ = [
     "currency_key",
     "iter_sorted",
     "member_key",
+    "param_key",
+    "validator_set_in_force",
 ]

@@ -37,7 +37,7 @@ from ledger.genesis import Genesis
 from ledger.hashing import sha256
 from ledger.smt import EMPTY_HASH as EMPTY_STATE_ROOT
 from ledger.smt import MemoryNodeStore, SqliteNodeStore, StateTree
-from ledger.state import KEY_VALIDATORS, compute_genesis_state
+from ledger.state import compute_genesis_state, validator_set_in_force
 from ledger.tlog import SqliteLogNodeStore, TransparencyLog
 from ledger.transaction import SignedTransaction
 from ledger.validators import ValidatorSet
@@ -150,8 +150,12 @@ class Store:
     # --- opening and creating ---
 
     @classmethod
-    def create(cls, directory: Path, genesis: Genesis) -> Store:
-        """Create a new store for ``genesis`` in ``directory`` (which may exist, empty of a store)."""
+    def create(cls, directory: Path, genesis: Genesis, *, durable: bool = True) -> Store:
+        """Create a new store for ``genesis`` in ``directory`` (which may exist, empty of a store).
+
+        ``durable=False`` skips fsync on commit: only for scratch stores that are
+        thrown away (an auditor's replay), never for a node's chain.
+        """
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / STORE_FILE_NAME
         if path.exists():
@@ -185,7 +189,10 @@ class Store:
         conn.close()  # the last close checkpoints the WAL into the file (fsynced) and deletes it
         os.replace(staging_path, path)
         fsync_directory(directory)
-        return cls(path, connect(path), genesis)
+        conn = connect(path)
+        if not durable:
+            conn.execute("PRAGMA synchronous=OFF")
+        return cls(path, conn, genesis)
 
     @classmethod
     def open(cls, directory: Path, genesis: Genesis | None = None) -> Store:
@@ -233,7 +240,7 @@ class Store:
             return
         header = self.get_header(row[0])  # checks the stored hash against the header bytes
         certificate = self.get_certificate(header.height)
-        validator_set = self.get_validator_set_at(header.height)
+        validator_set = validator_set_in_force(self, header.height)  # the state after the head says which
         certificate.verify(self.chain_id, validator_set, header.compute_hash(), header.height)
         self.head_height = header.height
         self.head_hash = header.compute_hash()
@@ -300,6 +307,11 @@ class Store:
         ).fetchone()
         return None if row is None else TxLocation(row[0], row[1], row[2], bytes(row[3]))
 
+    def get_receipts(self, height: int) -> list[bytes]:
+        """The stored receipts of a block's transactions, in block order."""
+        rows = self._conn.execute("SELECT receipt FROM txs WHERE height = ? ORDER BY idx", (height,)).fetchall()
+        return [bytes(row[0]) for row in rows]
+
     def count_txs(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM txs").fetchone()[0])
 
@@ -314,15 +326,9 @@ class Store:
             yield bytes(key_hash), bytes(key), bytes(value), int(height)
 
     def get_validator_set_at(self, height: int) -> ValidatorSet:
-        """The set in force at ``height``: the one the state held after ``height - 1``.
-
-        Governance that changes the set writes ``validators`` with a later
-        effective height (contracts issue); until then it is genesis's.
-        """
-        assert height >= 1
-        data = self.get(KEY_VALIDATORS)
-        assert data is not None
-        return ValidatorSet.decode(data)
+        """The set in force at ``height`` = head or head + 1 (``state.validator_set_in_force``)."""
+        assert height >= 1 and self.head_height <= height <= self.head_height + 1, (height, self.head_height)
+        return validator_set_in_force(self, height)
 
     # --- preparing and appending blocks ---
 

@@ -42,9 +42,11 @@ from ledger.errors import (
 from ledger.genesis import Genesis, Member
 from ledger.hashing import sha256
 from ledger.state import (
+    KEY_PENDING_VALIDATORS,
     KEY_VALIDATORS,
     Account,
     CurrencySupply,
+    PendingValidators,
     compute_genesis_state,
 )
 from ledger.store import OverlayNodeStore, Store, _decode_transactions
@@ -148,6 +150,8 @@ class ChainVerifier:
         self.head_hash = genesis.compute_hash()
         self.timestamp_ms = 0
         self.validator_set: ValidatorSet = genesis.validator_set
+        self.pending_validators: PendingValidators | None = None
+        """A set scheduled by governance (state key ``validators/pending``), in force from its effective height."""
         self.members: dict[str, Member] = {m.name: m for m in genesis.members}
         self.nonces: dict[str, int] = {m.name: 0 for m in genesis.members}
         self.log = TransparencyLog(log_nodes if log_nodes is not None else _FrontierOnlyLog(), 0)
@@ -167,9 +171,12 @@ class ChainVerifier:
         height = self.height + 1
         self._check_header_links(header, height)
         block_hash = header.compute_hash()
-        if header.validator_set_hash != self.validator_set.compute_hash():
+        in_force = self.validator_set
+        if self.pending_validators is not None and self.pending_validators.effective_height <= height:
+            in_force = self.pending_validators.validator_set
+        if header.validator_set_hash != in_force.compute_hash():
             raise InvalidBlock("wrong_validator_set", height=height)
-        certificate.verify(self.chain_id, self.validator_set, block_hash, height)
+        certificate.verify(self.chain_id, in_force, block_hash, height)
         tx_ids = self._check_transactions(block, height)
         if header.tx_count != len(tx_ids) or compute_tx_root(tx_ids) != header.tx_root:
             raise InvalidBlock("wrong_tx_root", f"{len(tx_ids)} transactions", height=height)
@@ -230,12 +237,16 @@ class ChainVerifier:
             member = Member.decode(value)
             self.members[member.name] = member
             self.nonces.setdefault(member.name, 0)
+        elif key.startswith(b"member/"):  # removed by governance; its nonce stays (no replay if re-added)
+            self.members.pop(key[len(b"member/"):].decode(), None)
         elif key.startswith(b"account/") and value is not None:
             name = key[len(b"account/"):].decode()
             if Account.decode(value).nonce != self.nonces.get(name, 0):
                 raise InvalidBlock("bad_nonce", f"state nonce of {name} disagrees with its transactions", height=height)
         elif key == KEY_VALIDATORS and value is not None:
             self.validator_set = ValidatorSet.decode(value)
+        elif key == KEY_PENDING_VALIDATORS:
+            self.pending_validators = None if value is None else PendingValidators.decode(value)
 
 
 def verify_store(store: Store, progress: ProgressCallback | None = None) -> VerificationReport:
@@ -245,12 +256,12 @@ def verify_store(store: Store, progress: ProgressCallback | None = None) -> Veri
     auditor reads its data dir, and SQLite's WAL gives this reader a fixed
     snapshot of the store as of the start.
     """
-    store._conn.execute("BEGIN")  # noqa: SLF001
+    store._conn.execute("BEGIN")
     try:
-        store._load_head()  # noqa: SLF001 (the head as of this snapshot, if the writer moved on since open)
+        store._load_head()
         return _verify_store_snapshot(store, progress)
     finally:
-        store._conn.execute("ROLLBACK")  # noqa: SLF001
+        store._conn.execute("ROLLBACK")
 
 
 def _verify_store_snapshot(store: Store, progress: ProgressCallback | None) -> VerificationReport:
@@ -258,8 +269,8 @@ def _verify_store_snapshot(store: Store, progress: ProgressCallback | None) -> V
     head = _stored_head_height(store)
     height = 0  # the block being verified; an error that names no height happened there
     verifier: ChainVerifier | None = None
-    state_nodes = _CheckedStateNodes(store._state_nodes)  # noqa: SLF001
-    log_nodes = _CheckedLogNodes(store._log_nodes)  # noqa: SLF001
+    state_nodes = _CheckedStateNodes(store._state_nodes)
+    log_nodes = _CheckedLogNodes(store._log_nodes)
     try:
         verifier = ChainVerifier(store.genesis, state_nodes, log_nodes)
         if verifier.state_root != store.genesis_state_root:
@@ -290,7 +301,7 @@ def _verify_store_snapshot(store: Store, progress: ProgressCallback | None) -> V
 
 
 def _stored_head_height(store: Store) -> int:
-    row = store._conn.execute("SELECT MAX(height) FROM blocks").fetchone()  # noqa: SLF001
+    row = store._conn.execute("SELECT MAX(height) FROM blocks").fetchone()
     return int(row[0] or 0)
 
 

@@ -16,7 +16,9 @@ from contracts.block_builder import ExecutedBlock, build_block, execute_block_on
 from contracts.runtime import BlockContext
 from ledger.block import BLOCK_TXS_MAX, Block, BlockHeader, CommitCertificate, compute_tx_root
 from ledger.errors import LedgerError
+from ledger.state import StateView
 from ledger.store import PreparedRoots, Store
+from ledger.transaction import SignedTransaction
 from node.mempool import Mempool
 
 log = logging.getLogger("ledger.app")
@@ -38,9 +40,9 @@ class LedgerApplication:
         self.proposer_name = proposer_name
         self._executed: dict[bytes, ExecutedBlock] = {}
 
-    def propose_block(self, height: int, round: int, timestamp_ms: int) -> Block:  # noqa: A002 (paper's name)
+    def propose_block(self, height: int, round: int, timestamp_ms: int) -> Block:
         assert height == self.store.head_height + 1, (height, self.store.head_height)
-        transactions = self.mempool.reap(self.store, PROPOSAL_TXS_MAX, PROPOSAL_BYTES_MAX)
+        transactions = self._drop_stale_signers(self.mempool.reap(self.store, PROPOSAL_TXS_MAX, PROPOSAL_BYTES_MAX))
         try:
             executed = build_block(self.store, transactions, self.proposer_name, timestamp_ms,
                                    self.mempool.is_verified)
@@ -51,6 +53,33 @@ class LedgerApplication:
             executed = build_block(self.store, [], self.proposer_name, timestamp_ms)
         self._remember(executed)
         return executed.block
+
+    def _drop_stale_signers(self, transactions: list[SignedTransaction]) -> list[SignedTransaction]:
+        """Leave out (and forget) transactions whose sender left or whose key changed since they were admitted.
+
+        Governance may remove a member or rotate a key while its transactions
+        wait; one of them in a proposal would make the whole block invalid.
+        A sender's later nonces are left out of this proposal too (they stay
+        pending): without the earlier one they cannot be included yet.
+        """
+        view = StateView(self.store)
+        kept: list[SignedTransaction] = []
+        stale: list[SignedTransaction] = []
+        blocked: set[str] = set()
+        for signed in transactions:
+            sender = signed.body.sender
+            if sender in blocked:
+                continue
+            member = view.get_member(sender)
+            if member is None or not self.mempool.is_verified(signed.tx_id, member.public_key):
+                stale.append(signed)
+                blocked.add(sender)
+                continue
+            kept.append(signed)
+        if stale:
+            log.warning("dropping %d pending transactions whose senders left or changed keys", len(stale))
+            self.mempool.remove_committed(stale, self.store)
+        return kept
 
     def validate_block(self, block: Block) -> bool:
         block_hash = block.compute_hash()

@@ -188,7 +188,7 @@ def _print_tx(client: Client, status: TxStatus, as_json: bool, waited: bool) -> 
         print(f"{status.status} {where}: tx {status.tx_id.hex()}" + (f"  error {status.code}" if status.code else ""))
         exponents = _exponents(client) if status.events else {}
         for event in status.events:
-            print(f"  {_describe_event(event.name, event.data, exponents)}")
+            print(f"  {describe_event(event.name, event.data, exponents)}")
     else:
         print(f"{'submitted' if not waited else status.status}: tx {status.tx_id.hex()}"
               + ("" if waited else "  (ledger query tx ID, or --wait, to see it committed)"))
@@ -201,7 +201,7 @@ def _print_tx(client: Client, status: TxStatus, as_json: bool, waited: bool) -> 
     return EXIT_OK
 
 
-def _describe_event(name: str, data: dict[str, Any], exponents: dict[str, int]) -> str:
+def describe_event(name: str, data: dict[str, Any], exponents: dict[str, int]) -> str:
     parts = []
     currency = data.get("currency")
     for key, value in data.items():
@@ -312,4 +312,4 @@ def _run_query_block(args: argparse.Namespace) -> int:
     return _guard(act)
 
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "describe_event"]

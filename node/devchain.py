@@ -10,7 +10,7 @@ certified, stored and verifiable exactly as a network's blocks are.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +35,33 @@ DEMO_MEMBERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("merchant-001", ("participant",)),
     ("merchant-002", ("participant",)),
     ("regulator", ("regulator",)),
+    ("registrar", ("registrar",)),  # last, so the seeded keys of the others stay what they were
+    # Payment channels: each one's fee account (contracts/merchant.py); appended, so earlier keys stay the same.
+    ("wechat", ("participant",)),
+    ("alipay", ("participant",)),
+    ("unionpay", ("participant",)),
+    ("ecny", ("participant",)),
+    ("supplier-us", ("participant",)),  # a US supplier paid in USD through an FX quote (the cross-border demo)
 )
 DEMO_CURRENCIES = (Currency("CNY", 2), Currency("JPY", 0), Currency("USD", 2))
+DEMO_MERCHANT_PARAMS = (
+    # Channel fees in basis points (a channel exists where its fee is set; e-CNY charges none).
+    Param("channel_fee_bps_alipay", 20),
+    Param("channel_fee_bps_ecny", 0),
+    Param("channel_fee_bps_unionpay", 25),
+    Param("channel_fee_bps_wechat", 20),
+    # The aggregator's commission by the merchant's monthly volume: 0.60 %, 0.45 % from 1,000,000.00 CNY,
+    # 0.30 % from 10,000,000.00 CNY (and the like in JPY and USD).
+    Param("merchant_tier0_bps", 60),
+    Param("merchant_tier1_bps", 45),
+    Param("merchant_tier1_minor_cny", 100_000_000),
+    Param("merchant_tier1_minor_jpy", 20_000_000),
+    Param("merchant_tier1_minor_usd", 15_000_000),
+    Param("merchant_tier2_bps", 30),
+    Param("merchant_tier2_minor_cny", 1_000_000_000),
+    Param("merchant_tier2_minor_jpy", 200_000_000),
+    Param("merchant_tier2_minor_usd", 150_000_000),
+)
 
 
 @dataclass
@@ -47,7 +72,8 @@ class DemoNetwork:
 
 
 def make_demo_network(validator_names: Sequence[str], seed: int | None = None, *, demo_members: bool = True,
-                      chain_id: str = DEMO_CHAIN_ID, genesis_time_ms: int = DEMO_GENESIS_TIME_MS) -> DemoNetwork:
+                      chain_id: str = DEMO_CHAIN_ID, genesis_time_ms: int = DEMO_GENESIS_TIME_MS,
+                      extra_params: Mapping[str, int] | None = None) -> DemoNetwork:
     """Keys and a genesis, in memory: the validators and, if asked, the demo members and their roles."""
     rng = random.Random(seed) if seed is not None else None
     new_key = (lambda: PrivateKey(rng.randbytes(32))) if rng else PrivateKey.generate  # type: ignore[union-attr]
@@ -63,7 +89,9 @@ def make_demo_network(validator_names: Sequence[str], seed: int | None = None, *
             + [Member(n, k.public_key, ("validator",)) for n, k in validator_keys.items()],
             key=lambda member: member.name)),
         currencies=DEMO_CURRENCIES,
-        params=(Param("aml_report_threshold_minor", 5_000_000),),
+        params=tuple(sorted((Param("aml_report_threshold_minor", 5_000_000), *DEMO_MERCHANT_PARAMS,
+                             *(Param(name, value) for name, value in (extra_params or {}).items())),
+                            key=lambda param: param.name)),
     )
     return DemoNetwork(genesis, validator_keys, member_keys)
 

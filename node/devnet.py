@@ -35,6 +35,8 @@ HOST = "127.0.0.1"
 UP_TIMEOUT_S = 90
 DOWN_TIMEOUT_S = 15
 NODES_MAX = 16
+DEVNET_DAY_MS = 20_000
+"""A local devnet's "day" is 20 s, so T+1 settlement and daily limits can be seen in a demo (docs/CONTRACTS.md)."""
 
 
 class DevnetError(LedgerError):
@@ -75,7 +77,7 @@ def create_devnet(directory: Path, nodes: int) -> list[DevnetNode]:
     members = [DevnetNode(f"validator-{i}", directory / f"validator-{i}", ports[2 * i], ports[2 * i + 1])
                for i in range(nodes)]
     create_network(directory, [ValidatorAddress(n.name, HOST, n.peer_port, n.api_port) for n in members],
-                   demo_members=True)
+                   demo_members=True, extra_params={"day_ms": DEVNET_DAY_MS})
     (directory / DEVNET_FILE).write_text(json.dumps(
         {"nodes": [{"name": n.name, "home": str(n.home.resolve()), "peer_port": n.peer_port, "api_port": n.api_port}
                    for n in members]}, indent=2) + "\n")

@@ -21,7 +21,7 @@ Nothing is overwritten: DIR must not exist or be empty.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +79,8 @@ def check_validators(validators: Sequence[ValidatorAddress], demo_members: bool)
 
 def create_network(directory: Path, validators: Sequence[ValidatorAddress], *, bind_host: str | None = None,
                    demo_members: bool = False, chain_id: str | None = None,
-                   genesis_time_ms: int = devchain.DEMO_GENESIS_TIME_MS) -> devchain.DemoNetwork:
+                   genesis_time_ms: int = devchain.DEMO_GENESIS_TIME_MS,
+                   extra_params: Mapping[str, int] | None = None) -> devchain.DemoNetwork:
     """Write the layout in the module docstring; refuses a DIR that holds anything."""
     check_validators(validators, demo_members)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
@@ -87,7 +88,7 @@ def create_network(directory: Path, validators: Sequence[ValidatorAddress], *, b
                           "(remove it or choose another directory)")
     network = devchain.make_demo_network([v.name for v in validators], demo_members=demo_members,
                                          chain_id=chain_id or devchain.DEMO_CHAIN_ID,
-                                         genesis_time_ms=genesis_time_ms)
+                                         genesis_time_ms=genesis_time_ms, extra_params=extra_params)
     for validator in validators:
         home = directory / validator.name
         peers = tuple(PeerConfig(p.name, p.host, p.peer_port, network.validator_keys[p.name].public_key)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, from a fresh clone: set up, start a local network of 4 validators,
-# settle payments through the HTTP API, and audit every node's chain.
+# settle payments through the HTTP API (merchant settlement, a cross-border FX payment,
+# escrow, netting), and audit every node's chain.
 # The network keeps running afterwards: `.venv/bin/ledger net status` / `.venv/bin/ledger net down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,9 +9,11 @@ bash scripts/setup.sh
 dir=${DEVNET_DIR:-.devnet}
 echo "== starting 4 validators in $dir"
 .venv/bin/ledger net up --dir "$dir"
-echo "== settling payments"
+echo "== a first burst of payments"
 .venv/bin/python scripts/demo_payments.py --dir "$dir"
-echo "== auditing every node's data dir (hash links, certificates, signatures, roots, state, supply)"
+echo "== cross-border settlement"
+.venv/bin/python scripts/demo_crossborder.py --dir "$dir"
+echo "== auditing every node's data dir (hash links, certificates, signatures, roots, state, supply, replay)"
 for home in "$dir"/validator-*; do
   .venv/bin/ledger audit --data-dir "$home/data"
 done

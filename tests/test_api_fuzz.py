@@ -187,6 +187,9 @@ def _config(*, examples: bool) -> schemathesis.Config:
                        "with-security-parameters": False},
         "phases": {"examples": {"enabled": examples}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True},
                    "stateful": {"enabled": False}},
+        # 413 is how the node refuses a body or batch over its limits (e.g. more than maxItems transactions).
+        "checks": {"negative_data_rejection": {"expected-statuses": [
+            "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]}},
     })
 
 

@@ -26,3 +26,14 @@ def test_array_of_encoded_equals_generic_encoding(items: list[object]) -> None:
 def test_array_headers_at_their_boundaries() -> None:
     for count in (0, 15, 16, 65535, 65536):
         assert encode_array_of_encoded([b"\x01"] * count) == encode([1] * count)
+
+
+@given(st.integers(0, 2**63 - 1),
+       st.dictionaries(st.from_regex(r"[A-Z][A-Z0-9]{2,7}", fullmatch=True), st.integers(1, 2**63 - 1), max_size=8))
+def test_account_fast_encode_is_the_canonical_encoding(nonce: int, balances: dict[str, int]) -> None:
+    from ledger import encoding as enc
+    from ledger.state import Account, Balance
+
+    account = Account(nonce, tuple(Balance(code, amount) for code, amount in sorted(balances.items())))
+    assert account.encode() == enc.encode(account.to_wire())
+    assert Account.decode(account.encode()) == account
