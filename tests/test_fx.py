@@ -508,7 +508,7 @@ class FxModel(RuleBasedStateMachine):
                 bound = max(1, conversion.target_minor + (1 if slack < 0 else -slack))
                 too_tight = conversion.target_minor < bound
             else:
-                bound = conversion.source_minor + (-1 if slack < 0 else slack)
+                bound = max(1, conversion.source_minor + (-1 if slack < 0 else slack))  # a bound of 0 is no amount
                 too_tight = conversion.source_minor > bound
             expected = "slippage_exceeded" if too_tight else self._predict_legs(payer, payee, quote, conversion)
         amounts = {"source_minor": amount, "min_target_minor": bound} if by_source else {
@@ -584,4 +584,5 @@ class FxModel(RuleBasedStateMachine):
 
 
 TestFxModel = FxModel.TestCase
-TestFxModel.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+# Derandomized so CI runs the same cases every time (exploration runs: drop derandomize, raise max_examples).
+TestFxModel.settings = settings(max_examples=100, stateful_step_count=40, deadline=None, derandomize=True)
