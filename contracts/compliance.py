@@ -29,9 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from contracts import arguments
 from contracts.runtime import CallContext, ContractError, register
 from ledger import encoding as enc
-from ledger.names import is_member_name
 from ledger.state import StateView
 
 KYC_PENDING = 0
@@ -127,14 +127,6 @@ def check_may_send(context: CallContext, member: str, currency: str, amount: int
         context.emit("aml_report", member=member, currency=currency, amount_minor=amount)
 
 
-def _member_arg(context: CallContext, args: dict[str, Any]) -> str:
-    name = args.get("member")
-    if not is_member_name(name) or context.state.get_member(name) is None:  # type: ignore[arg-type]
-        raise ContractError("unknown_account", f"member {name!r} is not a member")
-    assert isinstance(name, str)
-    return name
-
-
 def _require_role(context: CallContext, role: str) -> None:
     sender = context.state.get_member(context.sender)
     assert sender is not None  # admission checked the sender is a member
@@ -145,7 +137,7 @@ def _require_role(context: CallContext, role: str) -> None:
 @register("compliance", "set_kyc")
 def process_set_kyc(context: CallContext, args: dict[str, Any]) -> None:
     _require_role(context, "registrar")
-    member = _member_arg(context, args)
+    member = arguments.member(context.state, args, "member")
     verified = args.get("verified")
     if type(verified) is not bool:
         raise ContractError("invalid_argument", "verified must be true or false")
@@ -157,7 +149,7 @@ def process_set_kyc(context: CallContext, args: dict[str, Any]) -> None:
 @register("compliance", "freeze")
 def process_freeze(context: CallContext, args: dict[str, Any]) -> None:
     _require_role(context, "regulator")
-    member = _member_arg(context, args)
+    member = arguments.member(context.state, args, "member")
     status = get_status(context.state, member)
     put_status(context.state, member, ComplianceStatus(status.kyc, True))
     context.emit("frozen", member=member)
@@ -166,7 +158,7 @@ def process_freeze(context: CallContext, args: dict[str, Any]) -> None:
 @register("compliance", "unfreeze")
 def process_unfreeze(context: CallContext, args: dict[str, Any]) -> None:
     _require_role(context, "regulator")
-    member = _member_arg(context, args)
+    member = arguments.member(context.state, args, "member")
     status = get_status(context.state, member)
     put_status(context.state, member, ComplianceStatus(status.kyc, False))
     context.emit("unfrozen", member=member)

@@ -35,8 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from contracts import compliance
-from contracts.accounts import _amount, _currency, _member
+from contracts import arguments, compliance
 from contracts.money import move
 from contracts.runtime import CallContext, ContractError, register
 from ledger import encoding as enc
@@ -141,10 +140,10 @@ def _height(args: dict[str, Any], field: str, default: int | None) -> int:
 
 def _lock_terms(state: StateView, args: dict[str, Any]) -> LockTerms:
     escrow_id = _escrow_id(args)
-    supply = _currency(state, args)
-    amount = _amount(args)
-    payee = _member(state, args, "to")
-    arbiter = _member(state, args, "arbiter") if args.get("arbiter") is not None else ""
+    supply = arguments.currency(state, args)
+    amount = arguments.amount(args)
+    payee = arguments.member(state, args, "to")
+    arbiter = arguments.member(state, args, "arbiter") if args.get("arbiter") is not None else ""
     release_height = _height(args, "release_height", 0)
     timeout_height = _height(args, "timeout_height", None)
     # The payee arbitrating its own escrow could post it to itself.
@@ -162,7 +161,7 @@ def check_lock_args(state: StateView, args: dict[str, Any]) -> None:
 
 def _escrow_name(state: StateView, args: dict[str, Any]) -> tuple[str, str]:
     """post, void and expire name an escrow by its payer (a member) and its id."""
-    return _member(state, args, "payer"), _escrow_id(args)
+    return arguments.member(state, args, "payer"), _escrow_id(args)
 
 
 def check_resolve_args(state: StateView, args: dict[str, Any]) -> None:
@@ -172,7 +171,7 @@ def check_resolve_args(state: StateView, args: dict[str, Any]) -> None:
 def _post_args(state: StateView, args: dict[str, Any]) -> tuple[str, str, int | None]:
     """The escrow's name and the optional partial amount (None: the full amount)."""
     payer, escrow_id = _escrow_name(state, args)
-    return payer, escrow_id, None if args.get("amount_minor") is None else _amount(args)
+    return payer, escrow_id, None if args.get("amount_minor") is None else arguments.amount(args)
 
 
 def check_post_args(state: StateView, args: dict[str, Any]) -> None:

@@ -40,10 +40,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from contracts import arguments
 from contracts.money import move
 from contracts.runtime import CallContext, ContractError, register
 from ledger import encoding as enc
-from ledger.names import is_member_name
 from ledger.state import BALANCE_MAX, StateView, currency_key
 
 FX_PROVIDER_ROLE = "fx_provider"
@@ -202,32 +202,9 @@ def _integer(args: dict[str, Any], field: str, low: int, high: int, *, default: 
     return value
 
 
-def _amount(args: dict[str, Any], field: str, *, zero_allowed: bool = False) -> int:
-    """A count of minor units: ``invalid_amount`` if not a (positive) integer, ``amount_too_large`` above 2^63-1."""
-    value = args.get(field, 0 if zero_allowed else None)
-    if type(value) is not int:
-        raise ContractError("invalid_amount", f"{field} must be an integer")
-    if value < 0 or (value == 0 and not zero_allowed):
-        raise ContractError("invalid_amount", f"{field} must be {'non-negative' if zero_allowed else 'positive'}")
-    if value > BALANCE_MAX:
-        raise ContractError("amount_too_large", f"{field} above 2^63-1")
-    return value
-
-
 def _currency_exponent(state: StateView, args: dict[str, Any], field: str) -> tuple[str, int]:
-    code = args.get(field)
-    supply = state.get_currency(code) if isinstance(code, str) else None
-    if supply is None:
-        raise ContractError("unknown_currency", f"{field} {code!r}")
+    supply = arguments.currency(state, args, field)
     return supply.code, supply.exponent
-
-
-def _member(state: StateView, args: dict[str, Any], field: str) -> str:
-    name = args.get(field)
-    if not is_member_name(name) or state.get_member(name) is None:  # type: ignore[arg-type]
-        raise ContractError("unknown_account", f"{field} {name!r} is not a member")
-    assert isinstance(name, str)
-    return name
 
 
 def _quote_id(args: dict[str, Any]) -> str:
@@ -272,12 +249,12 @@ def check_post_quote_args(state: StateView, args: dict[str, Any]) -> None:
     _integer(args, "rate_num", 1, RATE_TERM_MAX)
     _integer(args, "rate_den", 1, RATE_TERM_MAX)
     _integer(args, "spread_bps", 0, SPREAD_BPS_MAX, default=0)
-    _amount(args, "fee_minor", zero_allowed=True)
+    arguments.amount(args, "fee_minor", zero_allowed=True)
     until = _integer(args, "valid_until_height", 0, HEIGHT_MAX)
     if "valid_from_height" in args:  # absent: the call's height (the call checks that window)
         start = _integer(args, "valid_from_height", 0, until)
         _check_window(start, until)
-    _amount(args, "size_target_minor")
+    arguments.amount(args, "size_target_minor")
 
 
 def check_withdraw_quote_args(state: StateView, args: dict[str, Any]) -> None:
@@ -289,15 +266,15 @@ def _bounded_amounts(args: dict[str, Any]) -> tuple[bool, int, int]:
     if ("source_minor" in args) == ("target_minor" in args):
         raise ContractError("invalid_argument", "give exactly one of source_minor and target_minor")
     if "source_minor" in args:
-        return True, _amount(args, "source_minor"), _amount(args, "min_target_minor")
-    return False, _amount(args, "target_minor"), _amount(args, "max_source_minor")
+        return True, arguments.amount(args, "source_minor"), arguments.amount(args, "min_target_minor")
+    return False, arguments.amount(args, "target_minor"), arguments.amount(args, "max_source_minor")
 
 
 def check_pay_args(state: StateView, args: dict[str, Any]) -> None:
     """``pay``: who, which quote, which pair, how much and the slippage bound."""
-    _member(state, args, "provider")
+    arguments.member(state, args, "provider")
     _quote_id(args)
-    _member(state, args, "to")
+    arguments.member(state, args, "to")
     _pair_codes(state, args)
     _bounded_amounts(args)
 
@@ -373,9 +350,9 @@ def _check_quote_usable(state: StateView, provider: str, quote_id: str, quote: F
 def process_pay(context: CallContext, args: dict[str, Any]) -> None:
     """Pay ``to`` in the target currency with the sender's source currency, both legs or neither."""
     state = context.state
-    provider = _member(state, args, "provider")
+    provider = arguments.member(state, args, "provider")
     quote_id = _quote_id(args)
-    payee = _member(state, args, "to")
+    payee = arguments.member(state, args, "to")
     source, target = _pair_codes(state, args)
     by_source, amount, bound = _bounded_amounts(args)
     quote = _check_quote_usable(state, provider, quote_id, get_quote(state, provider, quote_id), source, target,

@@ -43,12 +43,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from contracts import arguments
 from contracts.compliance import current_day
 from contracts.money import move
 from contracts.runtime import EVENTS_PER_TX_MAX, WRITES_PER_TX_MAX, CallContext, ContractError, register
 from ledger import encoding as enc
 from ledger.names import is_identifier, is_member_name
-from ledger.state import BALANCE_MAX, CurrencySupply, StateView, param_key
+from ledger.state import BALANCE_MAX, StateView, param_key
 
 BPS_DENOMINATOR = 10_000
 """Rates are integer basis points: 60 bps = 0.60 %."""
@@ -359,23 +360,6 @@ def _channel(state: StateView, args: dict[str, Any]) -> tuple[str, int]:
     return name, bps
 
 
-def _currency(state: StateView, args: dict[str, Any]) -> CurrencySupply:
-    code = args.get("currency")
-    supply = state.get_currency(code) if isinstance(code, str) else None
-    if supply is None:
-        raise ContractError("unknown_currency", f"currency {code!r}")
-    return supply
-
-
-def _amount(args: dict[str, Any]) -> int:
-    amount = args.get("amount_minor")
-    if type(amount) is not int or amount <= 0:
-        raise ContractError("invalid_amount", "amount_minor must be a positive integer")
-    if amount > BALANCE_MAX:
-        raise ContractError("amount_too_large")
-    return amount
-
-
 def _payment_ref(args: dict[str, Any]) -> str:
     ref = args.get("payment_ref")
     if type(ref) is not str or not 0 < len(ref) <= PAYMENT_REF_BYTES_MAX or not set(ref) <= _PAYMENT_REF_CHARS:
@@ -407,14 +391,14 @@ def check_register_args(state: StateView, args: dict[str, Any]) -> None:
 def check_record_args(state: StateView, args: dict[str, Any]) -> None:
     _merchant(state, args)
     _channel(state, args)
-    _currency(state, args)
-    _amount(args)
+    arguments.currency(state, args)
+    arguments.amount(args)
     _payment_ref(args)
 
 
 def check_settle_args(state: StateView, args: dict[str, Any]) -> None:
     _merchant(state, args)
-    _currency(state, args)
+    arguments.currency(state, args)
     _batch_number(args)
 
 
@@ -487,8 +471,8 @@ def _open_batch(context: CallContext, merchant: str, currency: str, terms: Merch
 def process_record_payment(context: CallContext, args: dict[str, Any]) -> None:
     merchant = _merchant(context.state, args)
     channel, fee_bps = _channel(context.state, args)
-    currency = _currency(context.state, args).code
-    amount = _amount(args)
+    currency = arguments.currency(context.state, args).code
+    amount = arguments.amount(args)
     payment_ref = _payment_ref(args)
     _require_aggregator(context)
     terms = _require_terms(context, merchant)
@@ -548,7 +532,7 @@ def _pay_out(context: CallContext, merchant: str, currency: str, batch: Batch, s
 @register("merchant", "settle", check=check_settle_args)
 def process_settle(context: CallContext, args: dict[str, Any]) -> None:
     merchant = _merchant(context.state, args)
-    currency = _currency(context.state, args).code
+    currency = arguments.currency(context.state, args).code
     requested = _batch_number(args)
     _require_aggregator(context)
     _require_terms(context, merchant)

@@ -37,8 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from contracts import compliance
-from contracts.accounts import _amount, _currency, _member
+from contracts import arguments, compliance
 from contracts.money import credit, debit
 from contracts.runtime import EVENTS_PER_TX_MAX, WRITES_PER_TX_MAX, CallContext, ContractError, register
 from ledger import encoding as enc
@@ -158,7 +157,7 @@ def _participants(state: StateView, args: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _open_args(state: StateView, args: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
-    return _cycle_id(args), _currency(state, args).code, _participants(state, args)
+    return _cycle_id(args), arguments.currency(state, args).code, _participants(state, args)
 
 
 def check_open_args(state: StateView, args: dict[str, Any]) -> None:
@@ -166,7 +165,7 @@ def check_open_args(state: StateView, args: dict[str, Any]) -> None:
 
 
 def _obligation_args(state: StateView, args: dict[str, Any]) -> tuple[str, str, int]:
-    return _cycle_id(args), _member(state, args, "to"), _amount(args)
+    return _cycle_id(args), arguments.member(state, args, "to"), arguments.amount(args)
 
 
 def check_obligation_args(state: StateView, args: dict[str, Any]) -> None:
