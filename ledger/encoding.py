@@ -83,7 +83,11 @@ def encode(value: Any) -> bytes:
 
 
 def _check_decoded(value: Any, depth: int) -> None:
-    """Reject floats and over-deep values that msgpack itself accepts."""
+    """Reject floats and over-deep values that msgpack itself accepts, and maps not in canonical key order.
+
+    After this, packing ``value`` as decoded gives the canonical encoding:
+    every other rule of ``_normalise`` holds for anything msgpack decodes.
+    """
     kind = type(value)
     if kind is float:
         raise EncodingError("wrong_type", "floats are not allowed")
@@ -94,6 +98,12 @@ def _check_decoded(value: Any, depth: int) -> None:
             raise EncodingError("too_large", "value nested too deeply")
         for item in value if kind is list else value.values():
             _check_decoded(item, depth + 1)
+        if kind is dict:  # after the values, so a float anywhere is reported as such first
+            if not all(type(key) is str for key in value):
+                raise EncodingError("wrong_type", "map keys must be text")
+            keys = [key.encode("utf-8") for key in value]
+            if any(keys[i] >= keys[i + 1] for i in range(len(keys) - 1)):
+                raise EncodingError("non_canonical_encoding", "map keys are not in canonical order")
 
 
 def decode(data: bytes, *, max_bytes: int = MESSAGE_BYTES_MAX) -> Any:
@@ -125,7 +135,7 @@ def decode(data: bytes, *, max_bytes: int = MESSAGE_BYTES_MAX) -> Any:
         # msgpack's own errors (OutOfData, FormatError, StackError) are ValueErrors.
         raise EncodingError("malformed_encoding", str(error) or type(error).__name__) from error
     _check_decoded(value, 0)
-    if encode(value) != data:
+    if msgpack.packb(value, **_packer_options) != data:  # canonical: what encode(value) gives (see above)
         raise EncodingError("non_canonical_encoding", "not the canonical encoding of its value")
     return value
 

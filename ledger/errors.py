@@ -96,6 +96,10 @@ ERROR_CODES: dict[str, str] = {
     "state_row_mismatch": "A state row disagrees with the state tree under the head's root.",
     "wrong_receipt": "A stored receipt is not the one the contracts produce when the block is replayed.",
     "supply_mismatch": "A currency's balances do not sum to issued minus redeemed.",
+    "history_changed": "A source no longer holds the block the auditor verified at a height, or holds fewer blocks.",
+    "balance_mismatch": "A node reports an account value that is not the replayed one at that height.",
+    "checkpoint_unusable": "The auditor's state file is unreadable, inconsistent, or belongs to another chain.",
+    "cannot_run": "The audit could not run against a source (no store there, node unreachable).",
 }
 
 

@@ -265,6 +265,12 @@ def _decode_member(data: bytes) -> Member:
     return Member.decode(data)
 
 
+def read_member(state: StateReader, name: str) -> Member | None:
+    """A member's record in a state (decoded once per version)."""
+    data = state.get(member_key(name))
+    return None if data is None else _decode_member(data)
+
+
 def compute_genesis_state(genesis: Genesis) -> dict[bytes, bytes]:
     """The state at height 0: members, empty accounts, currencies, parameters, validators."""
     view = StateView(EmptyState())
@@ -306,5 +312,6 @@ __all__ = [
     "iter_sorted",
     "member_key",
     "param_key",
+    "read_member",
     "validator_set_in_force",
 ]

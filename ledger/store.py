@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS blocks (
 CREATE TABLE IF NOT EXISTS txs (
     tx_id BLOB PRIMARY KEY, height INTEGER NOT NULL, idx INTEGER NOT NULL,
     log_index INTEGER NOT NULL, receipt BLOB NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS txs_by_height ON txs (height, idx);
 CREATE TABLE IF NOT EXISTS state (
     key_hash BLOB PRIMARY KEY, key BLOB NOT NULL, value BLOB NOT NULL,
     height INTEGER NOT NULL) WITHOUT ROWID;
@@ -198,24 +199,26 @@ class Store:
     def open(cls, directory: Path, genesis: Genesis | None = None) -> Store:
         """Open an existing store; check it belongs to ``genesis`` and its head is intact."""
         path = directory / STORE_FILE_NAME
-        if not path.exists():
-            raise StoreError("store_not_found", f"no store at {path}")
-        conn = connect(path)
+        conn = _connect_existing(path)
         try:
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as error:
-            raise StoreCorruption("store_corrupt", f"cannot read {path}: {error}") from error
-        if meta.get("schema_version") != str(SCHEMA_VERSION).encode():
-            raise StoreCorruption("store_corrupt", f"unknown schema version {meta.get('schema_version')!r}")
-        try:
-            stored_genesis = Genesis.decode(meta["genesis"])
-        except (KeyError, EncodingError, GenesisError) as error:
-            raise StoreCorruption("store_corrupt", f"stored genesis unreadable: {error}") from error
-        if stored_genesis.compute_hash() != meta.get("genesis_hash"):
-            raise StoreCorruption("store_corrupt", "stored genesis does not match its hash", height=0)
+            stored_genesis = _read_genesis(conn, path)
+        except BaseException:
+            conn.close()
+            raise
         if genesis is not None and genesis.compute_hash() != stored_genesis.compute_hash():
+            conn.close()
             raise GenesisError("genesis_mismatch", f"{path} belongs to another chain")
         return cls(path, conn, stored_genesis)
+
+    @staticmethod
+    def read_genesis(directory: Path) -> Genesis:
+        """The genesis a store was created for, without checking its head (an auditor reads it first)."""
+        path = directory / STORE_FILE_NAME
+        conn = _connect_existing(path)
+        try:
+            return _read_genesis(conn, path)
+        finally:
+            conn.close()
 
     @classmethod
     def open_or_create(cls, directory: Path, genesis: Genesis) -> Store:
@@ -225,6 +228,10 @@ class Store:
 
     def close(self) -> None:
         self._conn.close()
+
+    def add_missing_indexes(self) -> None:
+        """Create the indexes a store made by an older version lacks (a node does this on start)."""
+        self._conn.execute("CREATE INDEX IF NOT EXISTS txs_by_height ON txs (height, idx)")
 
     def _load_head(self) -> None:
         """Read and check the head: the only work done on open (no rescan)."""
@@ -286,8 +293,11 @@ class Store:
         return None if row is None else (bytes(row[0]), bytes(row[1]), bytes(row[2]), bytes(row[3]))
 
     def iter_raw_block_rows(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes, bytes, bytes]]:
-        """Stream stored rows for heights in [start, end], in height order, a page at a time."""
-        page = 256
+        """Stream stored rows for heights in [start, end], in height order, a page at a time.
+
+        A page is 32 blocks: at most a few tens of MB even of full blocks, so a reader's memory stays flat.
+        """
+        page = 32
         height = start
         while height <= end:
             rows = self._conn.execute(
@@ -306,6 +316,26 @@ class Store:
             "SELECT height, idx, log_index, receipt FROM txs WHERE tx_id = ?", (tx_id,)
         ).fetchone()
         return None if row is None else TxLocation(row[0], row[1], row[2], bytes(row[3]))
+
+    def iter_tx_rows(self, start: int, end: int) -> Iterator[tuple[int, int, int, bytes, bytes]]:
+        """(height, idx, log_index, tx_id, receipt) for heights in [start, end], in block order.
+
+        One statement for the whole range: an auditor reads the index and the
+        receipts beside the blocks in one pass (``txs_by_height`` orders it).
+        """
+        cursor = self._conn.execute(
+            "SELECT height, idx, log_index, tx_id, receipt FROM txs WHERE height >= ? AND height <= ?"
+            " ORDER BY height, idx", (start, end))
+        for height, index, log_index, tx_id, receipt in cursor:
+            yield int(height), int(index), int(log_index), bytes(tx_id), bytes(receipt)
+
+    def iter_state_change_rows(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """(height, key, value or None) for heights in [start, end], in height order."""
+        cursor = self._conn.execute(
+            "SELECT height, key, value FROM state_changes WHERE height >= ? AND height <= ? ORDER BY height, key",
+            (start, end))
+        for height, key, value in cursor:
+            yield int(height), bytes(key), None if value is None else bytes(value)
 
     def get_receipts(self, height: int) -> list[bytes]:
         """The stored receipts of a block's transactions, in block order."""
@@ -438,6 +468,29 @@ class Store:
             "INSERT INTO state_changes (height, key, value) VALUES (?, ?, ?)",
             [(height, key, value) for key, value in changes.items()],
         )
+
+
+def _connect_existing(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise StoreError("store_not_found", f"no store at {path}")
+    return connect(path)
+
+
+def _read_genesis(conn: sqlite3.Connection, path: Path) -> Genesis:
+    """The stored genesis, checked against its stored hash."""
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.DatabaseError as error:
+        raise StoreCorruption("store_corrupt", f"cannot read {path}: {error}") from error
+    if meta.get("schema_version") != str(SCHEMA_VERSION).encode():
+        raise StoreCorruption("store_corrupt", f"unknown schema version {meta.get('schema_version')!r}")
+    try:
+        stored_genesis = Genesis.decode(meta["genesis"])
+    except (KeyError, EncodingError, GenesisError) as error:
+        raise StoreCorruption("store_corrupt", f"stored genesis unreadable: {error}") from error
+    if stored_genesis.compute_hash() != meta.get("genesis_hash"):
+        raise StoreCorruption("store_corrupt", "stored genesis does not match its hash", height=0)
+    return stored_genesis
 
 
 def _encode_transactions(transactions: Sequence[SignedTransaction]) -> bytes:

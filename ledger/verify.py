@@ -374,10 +374,14 @@ def _check_state_rows(store: Store, last_writes: dict[bytes, tuple[bytes, int]])
 
 
 def _check_supply(store: Store, head: int) -> None:
-    """For each currency, all balances sum to issued minus redeemed."""
+    check_supply(((key, value) for _key_hash, key, value, _height in store.iter_state_rows()), head)
+
+
+def check_supply(state_items: Iterable[tuple[bytes, bytes]], height: int) -> None:
+    """For each currency, all balances (holding accounts included) sum to issued minus redeemed."""
     totals: dict[str, int] = {}
     outstanding: dict[str, int] = {}
-    for _key_hash, key, value, _height in store.iter_state_rows():
+    for key, value in state_items:
         if key.startswith(b"account/"):
             for balance in Account.decode(value).balances:
                 totals[balance.currency] = totals.get(balance.currency, 0) + balance.amount_minor
@@ -389,8 +393,8 @@ def _check_supply(store: Store, head: int) -> None:
             raise VerificationFailure(
                 "supply_mismatch",
                 f"{code}: balances sum to {totals.get(code, 0)}, issued minus redeemed is {outstanding.get(code, 0)}",
-                height=head,
+                height=height,
             )
 
 
-__all__ = ["ChainVerifier", "VerificationReport", "verify_store"]
+__all__ = ["ChainVerifier", "VerificationReport", "check_supply", "verify_store"]

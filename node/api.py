@@ -37,6 +37,9 @@ assert BATCH_TXS_MAX * 1024 <= BODY_BYTES_MAX  # a batch of typical transactions
 assert TX_BYTES_MAX <= BODY_BYTES_MAX
 MSGPACK = "application/msgpack"
 WAIT_MS_MAX = 30_000
+RAW_BLOCKS_PER_RESPONSE_MAX = 1_000
+RAW_BLOCKS_BYTES_MAX = 4 * 1024 * 1024
+"""An export answer stays small enough not to hold the event loop for long (tens of ms)."""
 API_DESCRIPTION = """Submit signed transactions; read receipts, balances, blocks and proofs.
 
 Errors are RFC 9457 `application/problem+json` with a stable `code`.
@@ -252,6 +255,15 @@ def create_app(node: Node) -> FastAPI:
     async def latest_block(request: Request) -> Any:
         await authenticate(node, request)
         return node.get_block_json(node.store.head_height)
+
+    @app.get("/v1/blocks/raw", openapi_extra=_SIGNED_READ, response_class=Response,
+             responses={**_responses(400, 401, 403), 200: {"content": {MSGPACK: {}},
+                        "description": "msgpack [[height, header, transactions, certificate, [receipt, ...]], ...]"}},
+             summary="Blocks with their transactions and receipts as stored, for auditors (msgpack)")
+    async def raw_blocks(request: Request, from_height: int = Query(1, alias="from", ge=1, le=2**62),
+                         limit: int = Query(100, ge=1, le=RAW_BLOCKS_PER_RESPONSE_MAX)) -> Response:
+        reader = await authenticate(node, request)
+        return Response(node.get_raw_blocks(reader, from_height, limit), media_type=MSGPACK)
 
     @app.get("/v1/blocks/{height}", openapi_extra=_SIGNED_READ, responses=_responses(400, 401, 404))
     async def block(request: Request, height: int = Path(ge=0, le=2**62)) -> Any:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from audit import cli as audit_cli
 from ledger import merkle, smt
 from ledger.errors import LedgerError
 from ledger.keyfile import save_key
@@ -61,13 +62,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fresh", action="store_true", help="delete DIR first")
     demo.set_defaults(run=_run_demo)
 
-    audit = commands.add_parser("audit", help="verify a chain's integrity from a node's data dir")
-    audit.add_argument("--data-dir", type=Path, action="append", required=True,
-                       help="a node's data dir (holding ledger.sqlite); repeatable")
-    audit.add_argument("--json", action="store_true", help="print a JSON report")
-    audit.add_argument("--no-replay", action="store_true",
-                       help="skip re-executing every transaction through the contracts (check 5 of INTERFACE.md)")
-    audit.set_defaults(run=_run_audit)
+    audit_cli.add_command(commands)
 
     node = commands.add_parser("node", help="run a validator node")
     node_commands = node.add_subparsers(title="node commands")
@@ -184,48 +179,6 @@ def _show_proofs(store: Store) -> None:
     merkle.verify_inclusion(merkle.hash_leaf(tx_id), location.log_index, header.log_size, path, header.log_root)
     print(f"log proof: tx {tx_id.hex()[:16]} is leaf {location.log_index} of {header.log_size} "
           f"({len(path)} hashes, verified against the header's log root)")
-
-
-def _run_audit(args: argparse.Namespace) -> int:
-    results = []
-    worst = EXIT_OK
-    for data_dir in args.data_dir:
-        try:
-            store = Store.open(data_dir)
-        except LedgerError as error:
-            results.append({"data_dir": str(data_dir), "ok": False, "could_run": error.code != "store_not_found",
-                            "height": error.height, "code": error.code, "detail": error.detail})
-            worst = max(worst, EXIT_CANNOT_RUN if error.code == "store_not_found" else EXIT_CHECK_FAILED)
-            continue
-        report = verify_store(store, None if args.json else ProgressBar(f"auditing {data_dir}"))
-        result = {"data_dir": str(data_dir), "ok": report.ok, "height": report.failure_height,
-                  "code": report.failure_code, "detail": report.failure_detail,
-                  "blocks": report.blocks_verified, "transactions": report.transactions_verified,
-                  "head_height": report.head_height, "head_hash": report.head_hash.hex(), "replayed": False}
-        if report.ok and not args.no_replay:
-            from node.replay import replay_store  # noqa: PLC0415
-
-            replay = replay_store(store, None if args.json else ProgressBar(f"replaying {data_dir}"))
-            result.update(replayed=replay.ok, ok=replay.ok)
-            if not replay.ok:
-                result.update(height=replay.height, code=replay.code, detail=replay.detail)
-        store.close()
-        results.append(result)
-        if not result["ok"]:
-            worst = max(worst, EXIT_CHECK_FAILED)
-    if args.json:
-        print(json.dumps({"ok": worst == EXIT_OK, "stores": results}, indent=2))
-    else:
-        for result in results:
-            if result["ok"]:
-                replayed = ", replayed through the contracts" if result["replayed"] else ""
-                print(f"{result['data_dir']}: OK, {result['blocks']} blocks, {result['transactions']} transactions, "
-                      f"head {result['head_height']} {result['head_hash'][:16]}{replayed}")
-            elif result.get("could_run") is False or result["code"] == "store_not_found":
-                print(f"{result['data_dir']}: could not run: {result['detail']}")
-            else:
-                print(f"{result['data_dir']}: FAILED at height {result['height']}: {result['code']}: {result['detail']}")
-    return worst
 
 
 def _run_node(args: argparse.Namespace) -> int:

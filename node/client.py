@@ -147,8 +147,9 @@ class Client:
     # --- transport: failover, retries, signed reads ---
 
     def _send(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, content: bytes = b"",
-              headers: Mapping[str, str] | None = None, signed: bool = False) -> Any:
-        """The decoded JSON answer; retried on other nodes and with backoff when a node is down or shedding."""
+              headers: Mapping[str, str] | None = None, signed: bool = False, raw: bool = False) -> Any:
+        """The decoded JSON answer (``raw``: the body's bytes); retried on other nodes and with backoff when a
+        node is down or shedding."""
         last: ApiError | None = None
         for attempt in range(self.retries + 1):
             if attempt:
@@ -170,7 +171,7 @@ class Client:
                 self._preferred = index
                 if response.status_code >= 400:
                     raise ApiError.from_response(response)
-                return response.json()
+                return response.content if raw else response.json()
         assert last is not None
         raise last
 
@@ -279,6 +280,15 @@ class Client:
     def get_blocks(self, from_height: int, limit: int = 100) -> list[dict[str, Any]]:
         return self._send("GET", "/v1/blocks", params={"from": from_height, "limit": limit},  # type: ignore[no-any-return]
                           signed=True)
+
+    def get_raw_blocks(self, from_height: int, limit: int = 1_000) -> list[list[Any]]:
+        """Blocks as stored (auditors and regulators): ``[[height, header, transactions, certificate,
+        [receipt, ...]], ...]``, every bytes field exactly as hashed and signed."""
+        data = self._send("GET", "/v1/blocks/raw", params={"from": from_height, "limit": limit}, signed=True, raw=True)
+        blocks = enc.decode(data, max_bytes=len(data))
+        if type(blocks) is not list:
+            raise ApiError("malformed_encoding", "the raw blocks answer is not an array")
+        return blocks
 
     def get_consistency(self, size_from: int, size_to: int | None = None) -> dict[str, Any]:
         params = {"from": size_from} | ({"to": size_to} if size_to is not None else {})

@@ -43,7 +43,7 @@ from ledger.keys import PrivateKey
 from ledger.state import StateView, account_key, member_key
 from ledger.store import Store
 from ledger.transaction import SignedTransaction
-from node.api import create_app
+from node.api import RAW_BLOCKS_BYTES_MAX, create_app
 from node.app import LedgerApplication
 from node.config import NodeConfig
 from node.consensus import (
@@ -104,6 +104,7 @@ class Node:
         self.name = config.name
         self.key = key
         self.store = Store.open_or_create(config.data_dir, genesis)
+        self.store.add_missing_indexes()
         self.chain_id = self.store.chain_id
         self.mempool = Mempool(self.chain_id)
         self.app = LedgerApplication(self.store, self.mempool, self.name)
@@ -565,6 +566,26 @@ class Node:
             "currencies": [{"code": code, "exponent": exponent} for code, exponent in self._currency_exponents().items()],
             "uptime_s": (now_ms() - self._started_ms) // 1000,
         }
+
+    def get_raw_blocks(self, reader: Reader, from_height: int, limit: int) -> bytes:
+        """Blocks as stored, for an auditor's replay: msgpack ``[[height, header, transactions, certificate,
+        [receipt, ...]], ...]``, all bytes exactly as hashed and signed; at most ``limit`` blocks and about
+        ``RAW_BLOCKS_BYTES_MAX`` bytes (always at least one block when ``from_height`` exists).
+
+        Only auditors and regulators: the transactions and receipts are everyone's payments.
+        """
+        if not reader.is_privileged:
+            raise LedgerError("forbidden", f"{reader.name} may not export blocks: auditors and regulators only")
+        end = min(from_height + limit - 1, self.store.head_height)
+        items: list[list[Any]] = []
+        size = 0
+        for height, _hash, header, transactions, certificate in self.store.iter_raw_block_rows(from_height, end):
+            receipts = self.store.get_receipts(height)
+            size += len(header) + len(transactions) + len(certificate) + sum(map(len, receipts))
+            if items and size > RAW_BLOCKS_BYTES_MAX:
+                break
+            items.append([height, header, transactions, certificate, receipts])
+        return enc.encode(items)
 
     def get_block_json(self, height: int) -> dict[str, Any]:
         block = self.store.get_block(height)

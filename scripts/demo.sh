@@ -13,8 +13,12 @@ echo "== a first burst of payments"
 .venv/bin/python scripts/demo_payments.py --dir "$dir"
 echo "== cross-border settlement"
 .venv/bin/python scripts/demo_crossborder.py --dir "$dir"
-echo "== auditing every node's data dir (hash links, certificates, signatures, roots, state, supply, replay)"
+echo "== auditing every node's data dir (hash links, certificates, signatures, roots, replay, state rows, supply, forks)"
+data_dirs=()
 for home in "$dir"/validator-*; do
-  .venv/bin/ledger audit --data-dir "$home/data"
+  data_dirs+=(--data-dir "$home/data")
 done
+.venv/bin/ledger audit --genesis "$dir/genesis.json" "${data_dirs[@]}"
+echo "== one transaction's proof, as a participant checks it (no chain download)"
+.venv/bin/ledger audit --dir "$dir" --tx "$(cat "$dir/demo_fx_tx")"
 echo "== the network is still running: .venv/bin/ledger net status --dir $dir ; .venv/bin/ledger net down --dir $dir"

@@ -32,14 +32,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from audit.run import audit_sources, open_node  # noqa: E402
 from ledger.amounts import format_amount  # noqa: E402
 from ledger.genesis import Genesis  # noqa: E402
-from ledger.store import Store  # noqa: E402
-from ledger.verify import verify_store  # noqa: E402
+from ledger.keyfile import load_key  # noqa: E402
 from node import devnet  # noqa: E402
 from node.cli_tx import describe_event  # noqa: E402
 from node.client import ApiError, Client, TxStatus  # noqa: E402
-from node.replay import replay_store  # noqa: E402
 
 EXPONENTS = {"CNY": 2, "JPY": 0, "USD": 2}
 BANKS = ("bank-cn", "bank-jp", "bank-us")
@@ -187,25 +186,19 @@ def verify(demo: Demo, payment: TxStatus) -> int:
     demo.balances("merchant-001", "alipay-agg", "wechat", "alipay", "unionpay", "supplier-us", "fx-hk",
                   "merchant-002", *BANKS)
     genesis = Genesis.load(demo.directory / "genesis.json")
+    (demo.directory / "demo_fx_tx").write_text(payment.tx_id.hex() + "\n")  # for `ledger audit --tx` in demo.sh
     inclusion = demo.client("merchant-001").get_tx_proof(payment.tx_id)
     header = inclusion.verify(genesis.chain_id, genesis.validator_set)
     print(f"== the FX payment is leaf {inclusion.log_index} of the log in block {header.height}, whose certificate "
           "carries > 2/3 of the validators' power (checked against the genesis only)")
-    print("== verifying and replaying every node's chain")
-    failures = 0
-    for node in devnet.load_devnet(demo.directory):
-        store = Store.open(node.home / "data")
-        try:
-            report = verify_store(store)
-            replay = replay_store(store) if report.ok else None
-        finally:
-            store.close()
-        ok = report.ok and replay is not None and replay.ok
-        failures += not ok
-        outcome = replay.describe() if replay is not None else report.describe()
-        print(f"    {node.name:<12} {'OK' if ok else 'FAILED'}: {report.blocks_verified} blocks, head "
-              f"{report.head_hash.hex()[:16]}; {outcome}")
-    return 1 if failures else 0
+    print("== auditing every node through its API as the auditor: certificates, signatures, roots, replay, forks")
+    member, key = load_key(demo.directory / "keys" / "auditor.json")
+    nodes = devnet.load_devnet(demo.directory)
+    report = audit_sources(genesis, [(node.name, "node", open_node(node.api, member, key)) for node in nodes],
+                           anchor=f"the genesis in {demo.directory / 'genesis.json'}")
+    for line in report.describe():
+        print(f"    {line}")
+    return report.exit_code
 
 
 def main() -> int:

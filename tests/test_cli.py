@@ -28,7 +28,7 @@ def test_demo_builds_verifies_and_proves(tmp_path: Path) -> None:
     audit = ledger("audit", "--data-dir", str(tmp_path / "demo" / "data"), "--json")
     assert audit.returncode == 0, audit.stderr
     report = json.loads(audit.stdout)
-    assert report["ok"] and report["stores"][0]["head_height"] == 5
+    assert report["ok"] and report["sources"][0]["head_height"] == 5
 
 
 def test_audit_of_a_missing_store_cannot_run(tmp_path: Path) -> None:

@@ -106,3 +106,43 @@ def test_cli_transfer_and_query(net: Path, capsys: pytest.CaptureFixture[str]) -
     assert code == 2 and "not an integer" in err
     code, out, err = _ledger(capsys, "query", "account", "bank-cn", "--node", "http://127.0.0.1:9", *d)
     assert code == 2 and "Connect" in err
+
+
+def test_audit_through_the_api_replays_compares_balances_and_resumes(net: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with Client.from_devnet(net, "bank-us") as issuer:
+        paid = issuer.issue("fx-hk", 7_000, "USD", wait=True)
+    state = tmp_path / "auditor.db"
+    assert main(["audit", "--dir", str(net), "--json", "--state", str(state)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    source = report["sources"][0]
+    assert (source["kind"], source["ok"], source["replayed"], source["from_height"]) == ("node", True, True, 1)
+    assert source["head_height"] >= paid.height and source["transactions"] >= 1
+    assert any("accounts read back from the node with proofs" in note for note in source["notes"])
+    first_head = source["head_height"]
+
+    with Client.from_devnet(net, "bank-us") as issuer:
+        issuer.issue("fx-hk", 1, "USD", wait=True)
+    assert main(["audit", "--dir", str(net), "--json", "--state", str(state)]) == 0
+    resumed = json.loads(capsys.readouterr().out)["sources"][0]
+    assert resumed["from_height"] == first_head + 1 and resumed["ok"], resumed
+    assert any("consistent extension" in note for note in resumed["notes"])
+
+    # a participant's check of one transaction: a proof, not the chain
+    assert main(["audit", "--dir", str(net), "--tx", paid.tx_id.hex(), "--json"]) == 0
+    outcome = json.loads(capsys.readouterr().out)
+    assert (outcome["ok"], outcome["height"]) == (True, paid.height) and outcome["signers"] == ["validator-0"]
+    assert main(["audit", "--dir", str(net), "--tx", "00" * 32]) == 1
+    assert "not_found" in capsys.readouterr().out
+
+
+def test_audit_through_the_api_needs_an_auditor_and_a_live_node(net: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = devnet.load_devnet(net)[0].api
+    genesis = str(net / "genesis.json")
+    code = main(["audit", "--node", url, "--genesis", genesis, "--key", str(net / "keys" / "bank-us.json"), "--json"])
+    source = json.loads(capsys.readouterr().out)["sources"][0]
+    assert (code, source["could_run"]) == (2, False) and "auditors and regulators" in source["detail"], source
+    code = main(["audit", "--node", "http://127.0.0.1:9", "--genesis", genesis,
+                 "--key", str(net / "keys" / "auditor.json")])
+    assert code == 2
+    assert "could not run" in capsys.readouterr().out

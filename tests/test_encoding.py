@@ -904,3 +904,26 @@ def test_record_injectivity_spot_checks(first: Record, second: Record) -> None:
     # Not ``first != second``: Python says {"a": 1} == {"a": True}; the bytes must not.
     assert strict(first.to_wire()) != strict(second.to_wire())
     assert first.encode() != second.encode()
+
+
+_plain_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.binary(max_size=8)
+    | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_plain_values)
+def test_decode_accepts_exactly_the_bytes_encode_gives(value: object) -> None:
+    """Packed as built (maps in insertion order, maybe not canonical), the bytes decode iff they are encode()'s."""
+    import msgpack
+
+    packed = msgpack.packb(value, use_bin_type=True)
+    canonical = encode(value)
+    if packed == canonical:
+        assert decode(packed) == value
+    else:
+        with pytest.raises(EncodingError):
+            decode(packed)

@@ -11,7 +11,7 @@ from contracts.runtime import Receipt
 from ledger.store import STORE_FILE_NAME, Store
 from node.cli import main
 from node.devchain import build_demo_chain, create_demo_network
-from node.replay import replay_store
+from audit.run import audit_data_dir
 
 
 @pytest.fixture
@@ -24,13 +24,9 @@ def chain(tmp_path: Path) -> Path:
 
 
 def test_an_honest_chain_replays_to_every_header(chain: Path) -> None:
-    store = Store.open(chain)
-    try:
-        report = replay_store(store)
-    finally:
-        store.close()
-    assert report.ok, report.describe()
-    assert (report.height, report.transactions) == (7, 3 + 6 * 20)
+    report = audit_data_dir(chain)
+    assert report.ok, report.to_json()
+    assert (report.head_height, report.transactions, report.replayed) == (7, 3 + 6 * 20, True)
 
 
 def test_a_receipt_the_contracts_did_not_produce_is_found_with_its_height(chain: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -41,11 +37,7 @@ def test_a_receipt_the_contracts_did_not_produce_is_found_with_its_height(chain:
     conn.execute("UPDATE txs SET receipt = ? WHERE tx_id = ?", (forged, tx_id))
     conn.commit()
     conn.close()
-    store = Store.open(chain)
-    try:
-        report = replay_store(store)
-    finally:
-        store.close()
+    report = audit_data_dir(chain)
     assert (report.ok, report.height, report.code) == (False, 4, "wrong_receipt")
     # the engine alone cannot see it (receipts are not under a header root): replay is what finds it
     assert main(["audit", "--data-dir", str(chain), "--no-replay"]) == 0
@@ -89,9 +81,9 @@ def test_money_created_by_a_colluding_validator_set_is_caught_only_by_replay(tmp
     store = Store.open(tmp_path / "data")
     try:
         engine = verify_store(store)
-        # the supply check sees money that was never issued; the replay says where it came from
-        replay = replay_store(store)
     finally:
         store.close()
+    # the supply check sees money that was never issued; the replay says where it came from
+    replay = audit_data_dir(tmp_path / "data")
     assert (replay.ok, replay.height, replay.code) == (False, 4, "wrong_state_root")
     assert not engine.ok and engine.failure_code == "supply_mismatch"

@@ -33,6 +33,7 @@ from ledger.errors import LedgerError
 from ledger.state import Account, Balance, account_key
 from ledger.store import STORE_FILE_NAME, Store, _decode_transactions, _encode_transactions
 from ledger.verify import verify_store
+from node.cli import main
 from node.devchain import DemoLoad, append_certified_block, create_demo_network
 
 NETWORK_SEED = 31
@@ -326,6 +327,31 @@ def test_intact_copy_verifies(built_chain: BuiltChain, tmp_path: Path) -> None:
     assert (report.blocks_verified, report.transactions_verified) == (HEAD, 3 + TRANSFER_BLOCKS * TXS_PER_BLOCK)
 
 
+REPLAY_AUDIT_EXPECTED = {"transactions_byte": at_verify(MIDDLE, "wrong_tx_root")}
+"""Where ``ledger audit`` names another first failure than the store's structural check: a changed
+transaction changes its id, so the header's transaction root is what breaks first."""
+DEEP_ONLY = {"log_leaf_node_byte", "log_inner_node_byte", "state_node_byte", "state_node_byte_genesis",
+             "state_node_deleted"}
+"""Damage to historical log nodes and state-tree pages (used only for proofs about the past): ``--deep``."""
+
+
+@pytest.mark.parametrize(("tamper", "expected"), TAMPER_CASES)
+def test_ledger_audit_names_the_height_and_the_reason(
+    built_chain: BuiltChain, tmp_path: Path, tamper: Callable[[sqlite3.Connection, BuiltChain], None],
+    expected: Expected, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The replaying audit (``ledger audit --data-dir``) finds every case and says where and why."""
+    case = request.node.callspec.id
+    expected = REPLAY_AUDIT_EXPECTED.get(case, expected)
+    directory = make_tampered_copy(built_chain, tmp_path / "data", tamper)
+    deep = ["--deep"] if case in DEEP_ONLY else []
+    code = main(["audit", "--data-dir", str(directory), "--json", "--workers", "1", *deep])
+    report = json.loads(capsys.readouterr().out)
+    source = report["sources"][0]
+    assert code == 1, report
+    assert (source["height"], source["code"]) in {(expected.height, c) for c in expected.codes}, source
+
+
 def run_audit(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "node.cli", "audit", *arguments], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
@@ -342,6 +368,6 @@ def test_audit_command_exit_codes(built_chain: BuiltChain, tmp_path: Path) -> No
     assert f"FAILED at height {MIDDLE}: invalid_signature" in result.stdout
     result = run_audit("--data-dir", str(tampered), "--data-dir", str(intact), "--json")
     assert result.returncode == 1, result.stdout + result.stderr
-    stores = json.loads(result.stdout)["stores"]
+    stores = json.loads(result.stdout)["sources"]
     assert [(entry["ok"], entry["height"], entry["code"]) for entry in stores] == [
         (False, MIDDLE, "invalid_signature"), (True, None, "")]

@@ -1,0 +1,381 @@
+"""The audit: one pass over a chain that checks everything INTERFACE.md lists.
+
+For each block, in height order, from raw bytes (numbers as in "What
+ledger audit checks"):
+
+1. it decodes, its height is the next one, it links to its parent's hash;
+2. its certificate holds valid precommits of more than 2/3 of the power of
+   the set in force (read from the auditor's own replayed state);
+3. replay: the contracts execute its transactions on the auditor's own
+   state; admission refuses an unknown sender, a signature that is not the
+   sender's key in force, a nonce that is not the next one, an expired
+   transaction (signatures are checked ahead, on every core);
+4. its transaction root, and the transparency log's size and root after it
+   (the auditor keeps its own log frontier), match the header;
+5. the state root after the replay is the header's; the receipts the source
+   stores are the ones the contracts produce; a store's recorded state
+   changes and tx index rows are the replay's.
+
+At the head: a store's state rows are exactly the replayed state (each bad
+row named with the height of its key's last write), its state-tree pages
+for the head are the auditor's own, and each currency's balances sum to
+issued minus redeemed. The first failure stops the pass and is reported
+with its height and reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+import contracts  # noqa: F401 - registers every contract before any block is replayed
+from audit.signatures import SignatureChecks, SignatureJob
+from audit.sources import ChainSource, RawBlock, StoreSource
+from audit.state import ReplayState
+from contracts.block_builder import execute_block_on
+from contracts.runtime import BlockContext
+from ledger import encoding as enc
+from ledger import merkle
+from ledger.block import BlockHeader, CommitCertificate, compute_tx_root
+from ledger.errors import EncodingError, InvalidBlock, LedgerError, VerificationFailure
+from ledger.genesis import Genesis
+from ledger.hashing import sha256
+from ledger.state import read_member, validator_set_in_force
+from ledger.tlog import TransparencyLog, _perfect_nodes
+from ledger.transaction import SignedTransaction, check_shape
+from ledger.verify import check_supply
+
+ProgressCallback = Callable[[int, int], None]
+
+LOOKAHEAD_TXS = 6_000
+"""Transactions decoded and sent for signature checks ahead of the replay (bounds memory)."""
+JOB_TXS_MIN = 1_000
+"""Small blocks are grouped so that one signature job carries at least this many transactions."""
+
+
+@dataclass
+class ChainPosition:
+    """Where a verified chain stands: what the auditor carries from one block (or one run) to the next."""
+
+    height: int
+    head_hash: bytes
+    timestamp_ms: int
+    log_size: int
+    log_frontier: list[bytes]
+    """Roots of the log's perfect subtrees, largest first: enough to extend the log and compute its root."""
+
+    @classmethod
+    def at_genesis(cls, genesis: Genesis) -> ChainPosition:
+        return cls(0, genesis.compute_hash(), 0, 0, [])
+
+
+@dataclass
+class SourceResult:
+    """What one source's audit found."""
+
+    source: str
+    kind: str
+    ok: bool = True
+    could_run: bool = True
+    height: int | None = None
+    """The first bad height (None when intact)."""
+    code: str = ""
+    detail: str = ""
+    from_height: int = 1
+    blocks: int = 0
+    transactions: int = 0
+    head_height: int = 0
+    head_hash: str = ""
+    replayed: bool = True
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def fail(self, error: LedgerError, height: int | None) -> None:
+        self.ok = False
+        self.height = error.height if error.height is not None else height
+        self.code = error.code
+        self.detail = error.detail
+
+    def cannot_run(self, detail: str) -> None:
+        self.ok = False
+        self.could_run = False
+        self.code = "cannot_run"
+        self.detail = detail
+
+    @property
+    def tx_per_s(self) -> float:
+        return self.transactions / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "kind": self.kind, "ok": self.ok, "could_run": self.could_run,
+                "height": self.height, "code": self.code, "detail": self.detail,
+                "from_height": self.from_height, "blocks": self.blocks, "transactions": self.transactions,
+                "head_height": self.head_height, "head_hash": self.head_hash, "replayed": self.replayed,
+                "seconds": round(self.seconds, 3), "tx_per_s": round(self.tx_per_s), "notes": self.notes}
+
+
+@dataclass(slots=True)
+class _Pending:
+    raw: RawBlock
+    header: BlockHeader
+    transactions: tuple[SignedTransaction, ...]
+    tx_ids: list[bytes]
+    job: SignatureJob | None
+    error: LedgerError | None = None
+
+
+class ChainAuditor:
+    """Replays one source's chain from a verified position and checks every block (see the module doc)."""
+
+    def __init__(self, genesis: Genesis, state: ReplayState, position: ChainPosition,
+                 signatures: SignatureChecks) -> None:
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.state = state
+        self.position = position
+        self.signatures = signatures
+        self._log = _log_at(position)
+
+    @classmethod
+    def from_genesis(cls, genesis: Genesis, signatures: SignatureChecks) -> ChainAuditor:
+        return cls(genesis, ReplayState.from_genesis(genesis), ChainPosition.at_genesis(genesis), signatures)
+
+    def log_root(self) -> bytes:
+        return self._log.root()
+
+    # --- the pass ---
+
+    def run(self, source: ChainSource, end: int, result: SourceResult,
+            progress: ProgressCallback | None = None) -> None:
+        """Check blocks position.height + 1 .. end; record counts and the first failure in ``result``."""
+        started = time.monotonic()
+        result.from_height = self.position.height + 1
+        expected = self.position.height + 1
+        try:
+            for pending in self._prepared(source.blocks(expected, end), expected):
+                self._check_block(pending)
+                result.blocks += 1
+                result.transactions += len(pending.transactions)
+                if progress is not None:
+                    progress(self.position.height, end)
+            if self.position.height < end:
+                raise InvalidBlock("wrong_height", f"block {self.position.height + 1} is missing",
+                                   height=self.position.height + 1)
+            if isinstance(source, StoreSource):
+                self._check_store_at_head(source)
+            self._check_supply()
+        except LedgerError as error:
+            result.fail(error, self.position.height + 1)
+        finally:
+            result.seconds += time.monotonic() - started
+            result.head_height = self.position.height
+            result.head_hash = self.position.head_hash.hex()
+
+    def _prepared(self, raw_blocks: Iterator[RawBlock], first: int) -> Iterator[_Pending]:
+        """Decode blocks ahead of the replay and start their signature checks on the other cores."""
+        window: deque[_Pending] = deque()
+        group: list[_Pending] = []
+        in_window = 0
+        expected = first
+        for raw in raw_blocks:
+            if raw.height != expected:
+                # A gap (or rows out of order): everything before it is still checked first.
+                group_done = self._submit(group)
+                window.extend(group_done)
+                group = []
+                yield from window
+                raise InvalidBlock("wrong_height", f"block {expected} is missing", height=expected)
+            expected += 1
+            group.append(self._decode(raw))
+            if sum(len(p.transactions) for p in group) >= JOB_TXS_MIN or len(group) >= 64:
+                window.extend(self._submit(group))
+                in_window += sum(len(p.transactions) + 1 for p in group)
+                group = []
+            while window and in_window > LOOKAHEAD_TXS:
+                pending = window.popleft()
+                in_window -= len(pending.transactions) + 1
+                yield pending
+        window.extend(self._submit(group))
+        yield from window
+
+    def _decode(self, raw: RawBlock) -> _Pending:
+        """Decode a block's bytes; a block that does not decode fails when its turn comes."""
+        try:
+            header = BlockHeader.decode(raw.header)
+            transactions, tx_ids = decode_transactions(raw.transactions)
+        except EncodingError as error:
+            failure: LedgerError = InvalidBlock("block_unreadable", error.detail, height=raw.height)
+            return _Pending(raw, None, (), [], None, failure)  # type: ignore[arg-type]
+        except LedgerError as error:  # e.g. a transaction of an invalid shape: fails in its block's turn
+            error.height = raw.height
+            return _Pending(raw, None, (), [], None, error)  # type: ignore[arg-type]
+        return _Pending(raw, header, transactions, tx_ids, None)
+
+    def _submit(self, group: list[_Pending]) -> list[_Pending]:
+        """One signature job for a group of blocks, under the keys in force as far as the replay has got."""
+        items = []
+        for pending in group:
+            for signed in pending.transactions:
+                member = self.state_member_key(signed.body.sender)
+                items.append((member, signed.body.signing_bytes(self.chain_id), signed.signature))
+        job = self.signatures.submit(items) if items else None
+        offset = 0
+        for pending in group:
+            if job is not None and pending.transactions:
+                pending.job = job.slice(offset, len(pending.transactions))
+                offset += len(pending.transactions)
+        return group
+
+    def state_member_key(self, name: str) -> bytes:
+        member = read_member(self.state, name)
+        return member.public_key if member is not None else b""
+
+    def _check_block(self, pending: _Pending) -> None:
+        if pending.error is not None:
+            raise pending.error
+        raw, header = pending.raw, pending.header
+        height = self.position.height + 1
+        position = self.position
+        block_hash = header.compute_hash()
+        if raw.stored_hash is not None and raw.stored_hash != block_hash:
+            raise InvalidBlock("wrong_block_hash", "the stored hash is not the header's hash", height=height)
+        if header.chain_id != self.chain_id:
+            raise InvalidBlock("wrong_chain", f"chain id {header.chain_id!r}", height=height)
+        if header.height != height:
+            raise InvalidBlock("wrong_height", f"expected height {height}, found {header.height}", height=height)
+        if header.parent_hash != position.head_hash:
+            raise InvalidBlock("wrong_parent", "parent hash does not match the previous block", height=height)
+        if header.timestamp_ms < position.timestamp_ms:
+            raise InvalidBlock("wrong_timestamp", "earlier than its parent", height=height)
+        in_force = validator_set_in_force(self.state, height)
+        if header.validator_set_hash != in_force.compute_hash():
+            raise InvalidBlock("wrong_validator_set", "the header names another validator set", height=height)
+        try:
+            certificate = CommitCertificate.decode(raw.certificate)
+        except EncodingError as error:
+            raise InvalidBlock("block_unreadable", f"certificate: {error.detail}", height=height) from error
+        certificate.verify(self.chain_id, in_force, block_hash, height)
+        tx_ids = pending.tx_ids
+        if header.tx_count != len(tx_ids) or compute_tx_root(tx_ids) != header.tx_root:
+            raise InvalidBlock("wrong_tx_root", f"{len(tx_ids)} transactions do not give the header's tx root",
+                               height=height)
+        log_start = self._log.size
+        self._log.append_many(merkle.hash_leaf(tx_id) for tx_id in tx_ids)
+        if self._log.size != header.log_size or self._log.root() != header.log_root:
+            raise InvalidBlock("wrong_log_root", f"log size {self._log.size} vs header {header.log_size}",
+                               height=height)
+        verified = pending.job.verified_keys(tx_ids) if pending.job is not None else {}
+        context = BlockContext(self.chain_id, height, header.timestamp_ms)
+        changes, receipts = execute_block_on(
+            self.state, pending.transactions, context,
+            lambda tx_id, key: verified.get(tx_id) == key)
+        encoded = [receipt.encode() for receipt in receipts]
+        if raw.tx_index is not None:
+            expected_index = [(i, log_start + i, tx_id) for i, tx_id in enumerate(tx_ids)]
+            if raw.tx_index != expected_index:
+                raise VerificationFailure("wrong_tx_index", "the tx index rows of this block are wrong or missing",
+                                          height=height)
+        if raw.receipts is not None and raw.receipts != encoded:
+            index = next((i for i, (a, b) in enumerate(zip(encoded, raw.receipts)) if a != b),
+                         min(len(encoded), len(raw.receipts)))
+            raise VerificationFailure("wrong_receipt", f"transaction {index} of the block: the stored receipt is "
+                                      "not what the contracts produce", height=height)
+        if raw.changes is not None and raw.changes != changes:
+            raise InvalidBlock("wrong_state_root", "the stored state changes are not what the contracts produce",
+                               height=height)
+        if self.state.apply(changes, height) != header.state_root:
+            raise InvalidBlock("wrong_state_root", "replaying the block does not give the header's state root",
+                               height=height)
+        self.position = ChainPosition(height, block_hash, header.timestamp_ms, self._log.size,
+                                      _frontier(self._log))
+
+    # --- at the head ---
+
+    def _check_store_at_head(self, source: StoreSource) -> None:
+        """A store's state rows and head state-tree pages are exactly the replayed ones."""
+        height = self.position.height
+        values, written_at = self.state.values, self.state.written_at
+        seen = 0
+        for key_hash, key, value, row_height in source.state_rows():
+            if key_hash != sha256(key):
+                raise VerificationFailure("state_row_mismatch", f"state row key hash wrong for {key!r}",
+                                          height=written_at.get(key, height))
+            replayed = values.get(key)
+            if replayed is None:
+                raise VerificationFailure("state_row_mismatch", f"state row {key!r} was never written (or deleted)",
+                                          height=row_height if row_height <= height else height)
+            if replayed != value or written_at[key] != row_height:
+                raise VerificationFailure("state_row_mismatch", f"state row {key!r} was altered",
+                                          height=written_at[key])
+            seen += 1
+        if seen != len(values):
+            missing = min(written_at[key] for key in values if source.store.get(key) is None)
+            raise VerificationFailure("state_row_mismatch", f"{len(values) - seen} written keys have no state row",
+                                      height=missing)
+        pages = self.state.pages()
+        stored = source.stored_state_pages(list(pages))
+        for page_hash, body in pages.items():
+            if stored.get(page_hash) != body:
+                raise VerificationFailure("store_corrupt", f"stored state page {page_hash.hex()[:16]} of the head's "
+                                          "state tree missing or altered", height=height)
+
+    def _check_supply(self) -> None:
+        check_supply(self.state.values.items(), self.position.height)
+
+
+def decode_transactions(data: bytes) -> tuple[tuple[SignedTransaction, ...], list[bytes]]:
+    """A block's transactions and their ids, from the stored array of canonical transactions.
+
+    The array is checked canonical once; each transaction keeps its own
+    slice of the bytes, so its id is hashed from them without re-encoding.
+    """
+    wire = enc.decode(data, max_bytes=len(data) or 1)
+    if type(wire) is not list:
+        raise EncodingError("wrong_type", "transactions must be an array")
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data)
+    unpacker.read_array_header()
+    offset = unpacker.tell()
+    transactions = []
+    tx_ids = []
+    for item in wire:
+        unpacker.skip()
+        end = unpacker.tell()
+        encoded = data[offset:end]
+        offset = end
+        signed = SignedTransaction.from_wire(item)
+        check_shape(signed.body)
+        object.__setattr__(signed, "_encoded", encoded)
+        object.__setattr__(signed.body, "_encoded", encoded[1:-66])
+        transactions.append(signed)
+        tx_ids.append(sha256(encoded))
+    return tuple(transactions), tx_ids
+
+
+def _log_at(position: ChainPosition) -> TransparencyLog:
+    return TransparencyLog(_FrontierNodes(position), position.log_size)
+
+
+class _FrontierNodes:
+    """The auditor's log nodes: the frontier it starts from, nothing more (appends read only the frontier)."""
+
+    def __init__(self, position: ChainPosition) -> None:
+        self._nodes = dict(zip(_perfect_nodes(0, position.log_size), position.log_frontier))
+
+    def get_node(self, level: int, index: int) -> bytes | None:
+        return self._nodes.get((level, index))
+
+    def put_nodes(self, nodes: object) -> None:
+        pass
+
+
+def _frontier(log: TransparencyLog) -> list[bytes]:
+    return list(log._frontier)  # noqa: SLF001
+
+
+__all__ = ["ChainAuditor", "ChainPosition", "SourceResult", "decode_transactions"]
