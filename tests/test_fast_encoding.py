@@ -37,3 +37,22 @@ def test_account_fast_encode_is_the_canonical_encoding(nonce: int, balances: dic
     account = Account(nonce, tuple(Balance(code, amount) for code, amount in sorted(balances.items())))
     assert account.encode() == enc.encode(account.to_wire())
     assert Account.decode(account.encode()) == account
+
+
+_flat = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
+                  st.text(max_size=8), st.binary(max_size=8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 1), st.text(max_size=12),
+       st.lists(st.tuples(st.text(min_size=1, max_size=10),
+                          st.dictionaries(st.text(max_size=6), _flat | st.lists(_flat, max_size=2), max_size=5)),
+                max_size=4))
+def test_receipt_fast_encode_is_the_canonical_encoding(status: int, code: str,
+                                                       events: list[tuple[str, dict[str, object]]]) -> None:
+    from contracts.runtime import Event, Receipt
+    from ledger import encoding as enc
+
+    receipt = Receipt(status, code, tuple(Event(name, data) for name, data in events))
+    assert receipt.encode() == enc.encode(receipt.to_wire())
+    assert Receipt.decode(receipt.encode()) == receipt
