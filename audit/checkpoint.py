@@ -81,15 +81,18 @@ class CheckpointFile:
             position = ChainPosition(int(meta["height"]), meta["head_hash"], int(meta["timestamp_ms"]),
                                      int(meta["log_size"]), frontier)
             checkpoint = Checkpoint(position, meta["log_root"], meta["state_root"])
-        except (KeyError, ValueError) as error:
+        except (KeyError, ValueError, TypeError) as error:
             raise CheckpointError("checkpoint_unusable", f"{self.path}: incomplete meta ({error})") from error
         if position.log_size and _fold_right(frontier) != checkpoint.log_root:
             raise CheckpointError("checkpoint_unusable", f"{self.path}: the saved log frontier is not the saved root")
         values: dict[bytes, bytes] = {}
         written_at: dict[bytes, int] = {}
-        for key, value, height in self._conn.execute("SELECT key, value, height FROM state"):
-            values[bytes(key)] = bytes(value)
-            written_at[bytes(key)] = int(height)
+        try:
+            for key, value, height in self._conn.execute("SELECT key, value, height FROM state"):
+                values[bytes(key)] = bytes(value)
+                written_at[bytes(key)] = int(height)
+        except (sqlite3.DatabaseError, TypeError, ValueError) as error:
+            raise CheckpointError("checkpoint_unusable", f"{self.path}: unreadable state rows ({error})") from error
         try:
             state = ReplayState(values, written_at, checkpoint.state_root)
         except ValueError as error:

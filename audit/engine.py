@@ -25,9 +25,12 @@ with its height and reason.
 
 from __future__ import annotations
 
+import sqlite3
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,13 +44,14 @@ from contracts.block_builder import execute_block_on
 from contracts.runtime import BlockContext
 from ledger import encoding as enc
 from ledger import merkle
-from ledger.block import BlockHeader, CommitCertificate, compute_tx_root
-from ledger.errors import EncodingError, InvalidBlock, LedgerError, VerificationFailure
+from ledger.block import BLOCK_BYTES_MAX, BLOCK_TXS_MAX, BlockHeader, CommitCertificate, compute_tx_root
+from ledger.errors import EncodingError, InvalidBlock, LedgerError, StoreCorruption, VerificationFailure
 from ledger.genesis import Genesis
 from ledger.hashing import sha256
 from ledger.state import read_member, validator_set_in_force
 from ledger.tlog import TransparencyLog, _perfect_nodes
-from ledger.transaction import SignedTransaction, check_shape
+from ledger.transaction import TX_BYTES_MAX, SignedTransaction, check_shape
+from ledger.validators import ValidatorSet
 from ledger.verify import check_supply
 
 ProgressCallback = Callable[[int, int], None]
@@ -140,6 +144,10 @@ class ChainAuditor:
         self.position = position
         self.signatures = signatures
         self._log = _log_at(position)
+        self.verified_hashes = VerifiedHashes(position.height + 1)
+        """The hash of every block this pass verified: what cross-source comparison uses, never a re-read."""
+        self.validator_sets: dict[bytes, ValidatorSet] = {}
+        """Every validator set that certified a block of this pass, by hash."""
 
     @classmethod
     def from_genesis(cls, genesis: Genesis, signatures: SignatureChecks) -> ChainAuditor:
@@ -148,13 +156,15 @@ class ChainAuditor:
     def log_root(self) -> bytes:
         return self._log.root()
 
+    def close(self) -> None:
+        self.verified_hashes.close()
+
     # --- the pass ---
 
     def run(self, source: ChainSource, end: int, result: SourceResult,
             progress: ProgressCallback | None = None) -> None:
         """Check blocks position.height + 1 .. end; record counts and the first failure in ``result``."""
         started = time.monotonic()
-        result.from_height = self.position.height + 1
         expected = self.position.height + 1
         try:
             for pending in self._prepared(source.blocks(expected, end), expected):
@@ -171,6 +181,12 @@ class ChainAuditor:
             self._check_supply()
         except LedgerError as error:
             result.fail(error, self.position.height + 1)
+        except (sqlite3.DatabaseError, TypeError, ValueError, KeyError, OverflowError, msgpack.UnpackException,
+                BrokenProcessPool) as error:
+            # Damage the typed checks did not anticipate (a TEXT cell, a malformed page, a dead worker):
+            # still a report, never a traceback.
+            code = "store_corrupt" if isinstance(source, StoreSource) else "malformed_encoding"
+            result.fail(LedgerError(code, f"{type(error).__name__}: {error}"), self.position.height + 1)
         finally:
             result.seconds += time.monotonic() - started
             result.head_height = self.position.height
@@ -182,7 +198,16 @@ class ChainAuditor:
         group: list[_Pending] = []
         in_window = 0
         expected = first
-        for raw in raw_blocks:
+        blocks = iter(raw_blocks)
+        while True:
+            try:
+                raw = next(blocks)
+            except StopIteration:
+                break
+            except LedgerError:  # a source's failure at a later height: check what came before it first
+                window.extend(self._submit(group))
+                yield from window
+                raise
             if raw.height != expected:
                 # A gap (or rows out of order): everything before it is still checked first.
                 group_done = self._submit(group)
@@ -253,8 +278,10 @@ class ChainAuditor:
         if header.timestamp_ms < position.timestamp_ms:
             raise InvalidBlock("wrong_timestamp", "earlier than its parent", height=height)
         in_force = validator_set_in_force(self.state, height)
-        if header.validator_set_hash != in_force.compute_hash():
+        set_hash = in_force.compute_hash()
+        if header.validator_set_hash != set_hash:
             raise InvalidBlock("wrong_validator_set", "the header names another validator set", height=height)
+        self.validator_sets.setdefault(set_hash, in_force)
         try:
             certificate = CommitCertificate.decode(raw.certificate)
         except EncodingError as error:
@@ -293,12 +320,22 @@ class ChainAuditor:
                                height=height)
         self.position = ChainPosition(height, block_hash, header.timestamp_ms, self._log.size,
                                       _frontier(self._log))
+        self.verified_hashes.append(height, block_hash)
 
     # --- at the head ---
 
     def _check_store_at_head(self, source: StoreSource) -> None:
-        """A store's state rows and head state-tree pages are exactly the replayed ones."""
+        """A store's state rows, head state-tree pages, head log frontier and row counts are the replayed ones."""
         height = self.position.height
+        if source.stored_log_root(self.position.log_size) != self._log.root():
+            raise StoreCorruption("store_corrupt", "the stored log nodes disagree with the head's log root",
+                                  height=height)
+        if source.count_tx_rows() != self.position.log_size:
+            raise VerificationFailure("wrong_tx_index", f"the tx index holds {source.count_tx_rows()} rows for "
+                                      f"{self.position.log_size} transactions", height=height)
+        if source.count_state_change_rows_outside(1, height):
+            raise VerificationFailure("wrong_state_root", "the store records state changes of heights it does not "
+                                      "hold", height=height)
         values, written_at = self.state.values, self.state.written_at
         seen = 0
         for key_hash, key, value, row_height in source.state_rows():
@@ -328,15 +365,44 @@ class ChainAuditor:
         check_supply(self.state.values.items(), self.position.height)
 
 
+class VerifiedHashes:
+    """Block hashes by height, 32 bytes each in a temporary file: flat memory whatever the chain's length."""
+
+    def __init__(self, first_height: int) -> None:
+        self.first_height = first_height
+        self.count = 0
+        self._file = tempfile.TemporaryFile(prefix="ledger-audit-hashes-")  # noqa: SIM115 - closed by close()
+
+    def append(self, height: int, block_hash: bytes) -> None:
+        assert height == self.first_height + self.count and len(block_hash) == 32
+        self._file.seek(0, 2)
+        self._file.write(block_hash)
+        self.count += 1
+
+    def get(self, height: int) -> bytes | None:
+        index = height - self.first_height
+        if not 0 <= index < self.count:
+            return None
+        self._file.seek(32 * index)
+        return self._file.read(32)
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def decode_transactions(data: bytes) -> tuple[tuple[SignedTransaction, ...], list[bytes]]:
     """A block's transactions and their ids, from the stored array of canonical transactions.
 
     The array is checked canonical once; each transaction keeps its own
     slice of the bytes, so its id is hashed from them without re-encoding.
     """
-    wire = enc.decode(data, max_bytes=len(data) or 1)
+    if len(data) > BLOCK_BYTES_MAX:
+        raise EncodingError("too_large", f"a block's transactions are at most {BLOCK_BYTES_MAX} bytes")
+    wire = enc.decode(data, max_bytes=BLOCK_BYTES_MAX)
     if type(wire) is not list:
         raise EncodingError("wrong_type", "transactions must be an array")
+    if len(wire) > BLOCK_TXS_MAX:
+        raise EncodingError("too_large", f"a block holds at most {BLOCK_TXS_MAX} transactions")
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(data)
     unpacker.read_array_header()
@@ -348,6 +414,8 @@ def decode_transactions(data: bytes) -> tuple[tuple[SignedTransaction, ...], lis
         end = unpacker.tell()
         encoded = data[offset:end]
         offset = end
+        if len(encoded) > TX_BYTES_MAX:
+            raise EncodingError("too_large", f"a transaction is at most {TX_BYTES_MAX} bytes")
         signed = SignedTransaction.from_wire(item)
         check_shape(signed.body)
         object.__setattr__(signed, "_encoded", encoded)
@@ -378,4 +446,4 @@ def _frontier(log: TransparencyLog) -> list[bytes]:
     return list(log._frontier)  # noqa: SLF001
 
 
-__all__ = ["ChainAuditor", "ChainPosition", "SourceResult", "decode_transactions"]
+__all__ = ["ChainAuditor", "ChainPosition", "SourceResult", "VerifiedHashes", "decode_transactions"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audit.checkpoint import CheckpointFile
+from audit.checkpoint import Checkpoint, CheckpointError, CheckpointFile
 from audit.engine import ChainAuditor, ProgressCallback, SourceResult
 from audit.forks import Fork, VerifiedSource, find_forks
 from audit.signatures import SignatureChecks
@@ -120,23 +120,22 @@ def audit_sources(genesis: Genesis, openers: list[tuple[str, str, SourceOpener]]
                 except SourceUnavailable as error:
                     result.cannot_run(str(error))
                     continue
-                except LedgerError as error:  # e.g. a store whose head does not verify
+                except LedgerError as error:  # e.g. a file that is not a store
                     result.fail(error, error.height)
                     continue
                 auditor = _audit_one(genesis, source, result, load_saved, signatures, progress(name))
                 done.append(_Done(source, result, auditor))
-        validator_sets = [genesis.validator_set] + [
-            validator_set_in_force(d.auditor.state, d.auditor.position.height + 1)
-            for d in done if d.auditor is not None]
         report.forks = find_forks([
-            VerifiedSource(d.source, d.result.head_height if d.result.ok else (d.result.height or 1) - 1,
-                           d.result.from_height)
-            for d in done if d.result.could_run], genesis.chain_id, validator_sets)
+            VerifiedSource(d.source.name, d.auditor.verified_hashes, d.auditor.position.height, d.source,
+                           d.auditor.validator_sets)
+            for d in done if d.auditor is not None], genesis.chain_id)
         if checkpoint_file is not None and report.exit_code == EXIT_OK:
             report.checkpoint = _save_checkpoint(checkpoint_file, done)
     finally:
         for d in done:
             d.source.close()
+            if d.auditor is not None:
+                d.auditor.close()
         if checkpoint_file is not None:
             checkpoint_file.close()
     return report
@@ -154,8 +153,9 @@ def _audit_one(genesis: Genesis, source: ChainSource, result: SourceResult, load
             auditor = ChainAuditor.from_genesis(genesis, signatures)
         else:
             checkpoint, state = saved
-            _check_still_holds(source, checkpoint.position.height, checkpoint.position.head_hash, head)
+            _check_still_holds(source, checkpoint, head)
             auditor = ChainAuditor(genesis, state, checkpoint.position, signatures)
+        result.from_height = auditor.position.height + 1
         auditor.run(source, head, result, progress)
         if result.ok and saved is not None:
             checkpoint = saved[0]
@@ -170,11 +170,16 @@ def _audit_one(genesis: Genesis, source: ChainSource, result: SourceResult, load
                                     f"of the {checkpoint.position.log_size} verified before (RFC 9162 proof checked)")
         if result.ok and isinstance(source, ApiSource):
             _compare_reported_accounts(source, auditor, result, progress)
+    except CheckpointError as error:
+        result.cannot_run(error.detail)
     except LedgerError as error:
         result.fail(error, auditor.position.height + 1 if auditor is not None else None)
     except ApiError as error:
         result.cannot_run(f"{source.name}: {error.detail}")
         result.height = auditor.position.height + 1 if auditor is not None else None
+    except (TypeError, ValueError, KeyError, AttributeError) as error:  # a node's answer of the wrong shape
+        result.fail(LedgerError("malformed_encoding", f"{source.name}: {type(error).__name__}: {error}"),
+                    auditor.position.height + 1 if auditor is not None else None)
     finally:
         result.seconds = time.monotonic() - started
     return auditor
@@ -187,16 +192,27 @@ def _check_same_chain(genesis: Genesis, source: ChainSource) -> None:
         raise InvalidBlock("wrong_chain", f"{source.name} serves chain {source.chain_id!r}", height=0)
 
 
-def _check_still_holds(source: ChainSource, height: int, block_hash: bytes, head: int) -> None:
-    """The source must still hold the block the auditor verified at its checkpoint."""
-    if height == 0:
+def _check_still_holds(source: ChainSource, checkpoint: Checkpoint, head: int) -> None:
+    """The source must still hold the block the auditor verified at its checkpoint, and that block's
+    certified header must carry the checkpoint's roots (else the state file was altered)."""
+    position = checkpoint.position
+    if position.height == 0:
         return
-    if head < height:
-        raise VerificationFailure("history_changed", f"the source holds {head} blocks; {height} were verified "
-                                  "before", height=head + 1)
-    found = source.header_and_certificate(height)
-    if found is None or BlockHeader.decode(found[0]).compute_hash() != block_hash:
-        raise VerificationFailure("history_changed", "the block here is not the one verified before", height=height)
+    if head < position.height:
+        raise VerificationFailure("history_changed", f"the source holds {head} blocks; {position.height} were "
+                                  "verified before", height=head + 1)
+    found = source.header_and_certificate(position.height)
+    try:
+        header = BlockHeader.decode(found[0]) if found is not None else None
+    except LedgerError:
+        header = None
+    if header is None or header.compute_hash() != position.head_hash:
+        raise VerificationFailure("history_changed", "the block here is not the one verified before",
+                                  height=position.height)
+    if (header.state_root, header.log_size, header.log_root, header.timestamp_ms) != (
+            checkpoint.state_root, position.log_size, checkpoint.log_root, position.timestamp_ms):
+        raise CheckpointError("checkpoint_unusable", "the state file's roots are not those of the block it names "
+                              f"at height {position.height}: it was altered")
 
 
 def _compare_reported_accounts(source: ApiSource, auditor: ChainAuditor, result: SourceResult,
@@ -215,8 +231,9 @@ def _compare_reported_accounts(source: ApiSource, auditor: ChainAuditor, result:
         try:
             proof = source.client.get_account(name, proof=True).proof
         except ApiError as error:
-            if error.status == 404:
-                continue
+            if error.status == 404:  # the replay holds this member's account: the node hides it
+                raise VerificationFailure("balance_mismatch", f"{source.name} says {name}'s account does not "
+                                          "exist", height=auditor.position.height) from error
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise VerificationFailure("balance_mismatch", f"{source.name} answered a malformed account for {name}",
@@ -231,7 +248,9 @@ def _compare_reported_accounts(source: ApiSource, auditor: ChainAuditor, result:
             if not result.ok:
                 return
         if proof_height != auditor.position.height:
-            continue  # an answer from an older height than the audited head: nothing to compare it with
+            raise VerificationFailure("balance_mismatch", f"{source.name} proved {name}'s account at height "
+                                      f"{proof_height}, below its head {auditor.position.height}",
+                                      height=auditor.position.height)
         if proof.value != state.get(account_key(name)):
             raise VerificationFailure("balance_mismatch", f"{source.name} reports {name}'s account differently "
                                       "from the replay", height=proof_height)

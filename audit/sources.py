@@ -10,6 +10,7 @@ audit compares with its own replay so that a node's copy is checked too.
 from __future__ import annotations
 
 import queue
+import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -17,10 +18,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ledger import merkle
-from ledger.errors import LedgerError, StoreError
+from ledger.errors import LedgerError, StoreCorruption, StoreError
 from ledger.genesis import Genesis
 from ledger.keys import PrivateKey
 from ledger.store import Store
+from ledger.tlog import TransparencyLog
 from node.client import ApiError, Client
 
 API_BLOCKS_PER_REQUEST = 1_000
@@ -77,37 +79,56 @@ class StoreSource:
     def __init__(self, directory: Path, genesis: Genesis | None = None) -> None:
         self.name = str(directory)
         try:
-            self.store = Store.open(directory, genesis)
+            # Nothing the store says is checked on opening (not even its head): the pass checks it all, in order.
+            self.store = Store.open(directory, genesis, check_head=False)
         except StoreError as error:
             if error.code == "store_not_found":
                 raise SourceUnavailable(error.detail) from error
             raise
         self.genesis = self.store.genesis
-        conn = self.store._conn  # noqa: SLF001 - the auditor reads the rows as stored
-        conn.execute("BEGIN")
+        conn = self.store._conn
         try:
-            self.store._load_head()  # noqa: SLF001 - the head as of this snapshot, checked again
+            conn.execute("BEGIN")
             row = conn.execute("SELECT MAX(height) FROM blocks").fetchone()
-        except BaseException:
-            self.close()
-            raise
+        except sqlite3.DatabaseError as error:
+            self.store.close()
+            raise StoreCorruption("store_corrupt", f"{directory}: {error}") from error
         self._head = int(row[0] or 0)
 
     def head_height(self) -> int:
         return self._head
 
     def blocks(self, start: int, end: int) -> Iterator[RawBlock]:
-        """Stored rows for [start, end] in height order, with the tx index, receipts and state changes."""
+        """Stored rows for [start, end] in height order, with the tx index, receipts and state changes.
+
+        A row SQLite cannot read, or a cell of the wrong type, is the store's damage at the next height.
+        """
+        expected = start
+        try:
+            for raw in self._blocks(start, end):
+                expected = raw.height + 1
+                yield raw
+        except (sqlite3.DatabaseError, TypeError, ValueError) as error:
+            raise StoreCorruption("store_corrupt", f"unreadable rows: {type(error).__name__}: {error}",
+                                  height=expected) from error
+
+    def _blocks(self, start: int, end: int) -> Iterator[RawBlock]:
         store = self.store
-        tx_rows = _Lookahead(store.iter_tx_rows(start, end))
-        change_rows = _Lookahead(store.iter_state_change_rows(start, end))
+        # Raw cursors: cells are converted in their own block's turn, so a bad cell is named at its height.
+        tx_rows = _Lookahead(iter(store._conn.execute(
+            "SELECT height, idx, log_index, tx_id, receipt FROM txs WHERE height >= ? AND height <= ?"
+            " ORDER BY height, idx", (start, end))))
+        change_rows = _Lookahead(iter(store._conn.execute(
+            "SELECT height, key, value FROM state_changes WHERE height >= ? AND height <= ? ORDER BY height, key",
+            (start, end))))
         for height, block_hash, header, transactions, certificate in store.iter_raw_block_rows(start, end):
             receipts: list[bytes] = []
             index: list[tuple[int, int, bytes]] = []
             for _height, position, log_index, tx_id, receipt in tx_rows.take_while(height):
-                receipts.append(receipt)
-                index.append((position, log_index, tx_id))
-            changes = {key: value for _height, key, value in change_rows.take_while(height)}
+                receipts.append(_blob(receipt))
+                index.append((int(position), int(log_index), _blob(tx_id)))
+            changes = {_blob(key): None if value is None else _blob(value)
+                       for _height, key, value in change_rows.take_while(height)}
             yield RawBlock(height, header, transactions, certificate, receipts, block_hash, index, changes)
 
     def header_and_certificate(self, height: int) -> tuple[bytes, bytes] | None:
@@ -115,7 +136,19 @@ class StoreSource:
         return None if row is None else (row[1], row[3])
 
     def consistency_proof(self, size_from: int, size_to: int) -> list[bytes]:
-        return self.store.log.consistency_proof(size_from, size_to)
+        return TransparencyLog(self.store._log_nodes, size_to).consistency_proof(size_from, size_to)
+
+    def stored_log_root(self, size: int) -> bytes:
+        """The root the stored log nodes give for ``size`` leaves (what the node proves inclusions against)."""
+        return TransparencyLog(self.store._log_nodes, size).root()
+
+    def count_tx_rows(self) -> int:
+        return self.store.count_txs()
+
+    def count_state_change_rows_outside(self, low: int, high: int) -> int:
+        row = self.store._conn.execute(
+            "SELECT COUNT(*) FROM state_changes WHERE height < ? OR height > ?", (low, high)).fetchone()
+        return int(row[0])
 
     def state_rows(self) -> Iterator[tuple[bytes, bytes, bytes, int]]:
         """(key_hash, key, value, height) of every stored state row."""
@@ -130,6 +163,12 @@ class StoreSource:
         except Exception:  # noqa: BLE001, S110 - no transaction open, or the connection is gone: nothing to end
             pass
         self.store.close()
+
+
+def _blob(value: object) -> bytes:
+    if type(value) is not bytes:
+        raise TypeError(f"a {type(value).__name__} where the store keeps bytes")
+    return value
 
 
 class _Lookahead:

@@ -46,6 +46,8 @@ def check_transaction(tx_hex: str, genesis: Genesis, *, store_dir: Path | None =
             return outcome | {"code": "not_found", "detail": f"the node does not know transaction {tx_hex}"}
         return outcome | {"could_run": False, "code": "cannot_run", "detail": f"{url}: {error.detail}"}
     except LedgerError as error:
+        if error.code == "store_not_found":
+            return outcome | {"could_run": False, "code": "cannot_run", "detail": error.detail}
         return outcome | {"code": error.code, "detail": error.detail}
     certificate = CommitCertificate.decode(inclusion.anchor.certificate_bytes)
     signers = [item.validator for item in certificate.signatures]

@@ -135,7 +135,7 @@ def connect(path: Path) -> sqlite3.Connection:
 class Store:
     """A node's chain and state on disk; one writer per store."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, genesis: Genesis) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, genesis: Genesis, *, check_head: bool = True) -> None:
         """Use ``create`` or ``open``."""
         self.path = path
         self.genesis = genesis
@@ -146,7 +146,8 @@ class Store:
         self._state_nodes = SqliteNodeStore(conn)
         self.tree = StateTree(self._state_nodes)
         self._prepared_state: tuple[bytes, dict[bytes, bytes | None], bytes, dict[bytes, bytes]] | None = None
-        self._load_head()
+        if check_head:
+            self._load_head()
 
     # --- opening and creating ---
 
@@ -196,8 +197,12 @@ class Store:
         return cls(path, conn, genesis)
 
     @classmethod
-    def open(cls, directory: Path, genesis: Genesis | None = None) -> Store:
-        """Open an existing store; check it belongs to ``genesis`` and its head is intact."""
+    def open(cls, directory: Path, genesis: Genesis | None = None, *, check_head: bool = True) -> Store:
+        """Open an existing store; check it belongs to ``genesis`` and its head is intact.
+
+        ``check_head=False`` (an auditor, which checks everything itself from the genesis on) reads
+        nothing but the genesis: the head, the log and the state are unset, and the store is for reading rows.
+        """
         path = directory / STORE_FILE_NAME
         conn = _connect_existing(path)
         try:
@@ -208,7 +213,7 @@ class Store:
         if genesis is not None and genesis.compute_hash() != stored_genesis.compute_hash():
             conn.close()
             raise GenesisError("genesis_mismatch", f"{path} belongs to another chain")
-        return cls(path, conn, stored_genesis)
+        return cls(path, conn, stored_genesis, check_head=check_head)
 
     @staticmethod
     def read_genesis(directory: Path) -> Genesis:
@@ -292,12 +297,12 @@ class Store:
         ).fetchone()
         return None if row is None else (bytes(row[0]), bytes(row[1]), bytes(row[2]), bytes(row[3]))
 
-    def iter_raw_block_rows(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes, bytes, bytes]]:
+    def iter_raw_block_rows(self, start: int, end: int, page: int = 32) -> Iterator[tuple[int, bytes, bytes, bytes, bytes]]:
         """Stream stored rows for heights in [start, end], in height order, a page at a time.
 
-        A page is 32 blocks: at most a few tens of MB even of full blocks, so a reader's memory stays flat.
+        A page is 32 blocks by default: at most a few tens of MB even of full blocks, so a reader's memory
+        stays flat; a reader that stops by size reads one at a time.
         """
-        page = 32
         height = start
         while height <= end:
             rows = self._conn.execute(
@@ -473,7 +478,10 @@ class Store:
 def _connect_existing(path: Path) -> sqlite3.Connection:
     if not path.exists():
         raise StoreError("store_not_found", f"no store at {path}")
-    return connect(path)
+    try:
+        return connect(path)
+    except sqlite3.DatabaseError as error:
+        raise StoreCorruption("store_corrupt", f"cannot read {path}: {error}") from error
 
 
 def _read_genesis(conn: sqlite3.Connection, path: Path) -> Genesis:

@@ -17,6 +17,7 @@ next URL, and after the last attempt the error is ``ApiError("unavailable")``.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from typing import Any
 import httpx
 
 from ledger import encoding as enc
+from ledger.errors import EncodingError
 from ledger.keys import PrivateKey
 from ledger.proofs import AccountProof, CertifiedHeader, TxInclusion
 from ledger.read_request import sign_read_request
@@ -34,6 +36,8 @@ from ledger.transaction import SignedTransaction, Transaction
 
 MSGPACK = "application/msgpack"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+ANSWER_BYTES_MAX = 16 * 1024 * 1024
+"""The largest answer a client reads: a full block with its receipts, plus the node's export batch."""
 WAIT_CHUNK_MS = 10_000
 FINAL_STATUSES = frozenset({"committed", "failed"})
 
@@ -48,12 +52,13 @@ class ApiError(Exception):
         self.status = status
 
     @classmethod
-    def from_response(cls, response: httpx.Response) -> ApiError:
+    def from_response(cls, response: httpx.Response, body: bytes) -> ApiError:
         try:
-            body = response.json()
-            return cls(str(body["code"]), str(body.get("detail", "")), response.status_code)
+            problem = json.loads(body)
+            return cls(str(problem["code"]), str(problem.get("detail", "")), response.status_code)
         except (ValueError, KeyError, TypeError):
-            return cls("http_error", response.text[:200] or response.reason_phrase, response.status_code)
+            text = body[:200].decode("utf-8", "replace")
+            return cls("http_error", text or response.reason_phrase, response.status_code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,17 +166,21 @@ class Client:
                 if signed:
                     request.headers.update(self._read_headers(method, request.url.raw_path, content))
                 try:
-                    response = self._http.send(request)
+                    response = self._http.send(request, stream=True)
+                    try:
+                        body = _read_capped(response, ANSWER_BYTES_MAX)
+                    finally:
+                        response.close()
                 except httpx.TransportError as error:  # down or timed out: the next node
                     last = ApiError("unavailable", f"{self.urls[index]}: {type(error).__name__} {error}")
                     continue
                 if response.status_code in RETRY_STATUSES:
-                    last = ApiError.from_response(response)
+                    last = ApiError.from_response(response, body)
                     continue
                 self._preferred = index
                 if response.status_code >= 400:
-                    raise ApiError.from_response(response)
-                return response.content if raw else response.json()
+                    raise ApiError.from_response(response, body)
+                return body if raw else json.loads(body)
         assert last is not None
         raise last
 
@@ -285,9 +294,9 @@ class Client:
         """Blocks as stored (auditors and regulators): ``[[height, header, transactions, certificate,
         [receipt, ...]], ...]``, every bytes field exactly as hashed and signed."""
         data = self._send("GET", "/v1/blocks/raw", params={"from": from_height, "limit": limit}, signed=True, raw=True)
-        blocks = enc.decode(data, max_bytes=len(data))
+        blocks = enc.decode(data, max_bytes=ANSWER_BYTES_MAX)
         if type(blocks) is not list:
-            raise ApiError("malformed_encoding", "the raw blocks answer is not an array")
+            raise EncodingError("wrong_type", "the raw blocks answer is not an array")
         return blocks
 
     def get_consistency(self, size_from: int, size_to: int | None = None) -> dict[str, Any]:
@@ -296,6 +305,18 @@ class Client:
 
     def get_evidence(self) -> list[dict[str, Any]]:
         return self._send("GET", "/v1/evidence", signed=True)  # type: ignore[no-any-return]
+
+
+def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The body, refused past ``limit`` bytes: a node cannot make its client hold more than that."""
+    chunks = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError("too_large", f"the answer exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _certified(data: Mapping[str, Any]) -> CertifiedHeader:

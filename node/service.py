@@ -579,7 +579,7 @@ class Node:
         end = min(from_height + limit - 1, self.store.head_height)
         items: list[list[Any]] = []
         size = 0
-        for height, _hash, header, transactions, certificate in self.store.iter_raw_block_rows(from_height, end):
+        for height, _hash, header, transactions, certificate in self.store.iter_raw_block_rows(from_height, end, 1):
             receipts = self.store.get_receipts(height)
             size += len(header) + len(transactions) + len(certificate) + sum(map(len, receipts))
             if items and size > RAW_BLOCKS_BYTES_MAX:

@@ -300,7 +300,93 @@ def test_the_pass_reads_a_bounded_distance_ahead_of_its_checks(tmp_path: Path,
             auditor = engine.ChainAuditor.from_genesis(source.genesis, signatures)
             result = engine.SourceResult(source.name, source.kind)
             auditor.run(source, source.head_height(), result, lambda height, head: leads.append(read[0] - height))
+            auditor.close()
     finally:
         source.close()
     assert result.ok and result.head_height == 301, result.to_json()
     assert max(leads) <= 20 // 2 + 4 + 1  # the window (2 per one-transaction block) plus one group of blocks
+
+
+# --- what the reviewer of the first version found: each must fail, with a report, never pass ---
+
+
+class _LyingStore:
+    """A data dir that streams its own chain but answers single-block reads from another, or not at all."""
+
+    def __new__(cls, directory: Path, other: Path | None):  # type: ignore[no-untyped-def]
+        from audit.sources import StoreSource  # noqa: PLC0415
+
+        source = StoreSource(directory)
+        if other is None:
+            source.header_and_certificate = lambda height: None  # type: ignore[method-assign]
+        else:
+            other_store = Store.open(other)
+            source.header_and_certificate = lambda height: (  # type: ignore[method-assign]
+                lambda row: None if row is None else (row[1], row[3]))(other_store.get_raw_block_row(height))
+        return source
+
+
+@pytest.mark.parametrize("lie", ["answers_from_the_other_chain", "refuses_single_blocks"])
+def test_a_fork_is_found_from_the_audited_hashes_whatever_a_source_answers_later(tmp_path: Path, lie: str) -> None:
+    network = make_chain(tmp_path / "a", seed=5, blocks=3)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    append_transfers(tmp_path / "a", network, blocks=2, load_seed=21)
+    append_transfers(tmp_path / "b", network, blocks=2, load_seed=22)
+    a, b = tmp_path / "a" / "data", tmp_path / "b" / "data"
+    other = b if lie == "answers_from_the_other_chain" else None
+    report = audit_sources(Store.read_genesis(a), [("a", "data-dir", lambda: _LyingStore(a, other)),
+                                                   ("b", "data-dir", open_store(b))], anchor="test", workers=0)
+    assert [fork.height for fork in report.forks] == [5] and report.exit_code == 1, report.to_json()
+
+
+def _tamper(directory: Path, statement: str, *parameters: object) -> None:
+    db = sqlite3.connect(directory / STORE_FILE_NAME)
+    with db:
+        db.execute(statement, parameters)
+    db.close()
+
+
+@pytest.mark.parametrize(("statement", "parameters", "height", "code"), [
+    # another validator key in the state: the store's head would check against it; the audit names the row
+    ("UPDATE state SET value = ? WHERE key = ?", ("validators-of-someone-else", b"validators"), 0,
+     "state_row_mismatch"),
+    ("INSERT INTO txs (tx_id, height, idx, log_index, receipt) VALUES (?, 0, 0, 0, X'00')", (b"\x01" * 32,), 7,
+     "wrong_tx_index"),
+    ("INSERT INTO state_changes (height, key, value) VALUES (99, ?, X'00')", (b"account/ghost",), 7,
+     "wrong_state_root"),
+    ("UPDATE blocks SET certificate = 'text, not bytes' WHERE height = 3", (), 3, "store_corrupt"),
+    ("UPDATE txs SET receipt = 'text' WHERE height = 4", (), 4, "store_corrupt"),
+])
+def test_damage_the_first_version_missed_is_found_and_located(tmp_path: Path, statement: str,
+                                                              parameters: tuple[object, ...], height: int,
+                                                              code: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    make_chain(tmp_path, blocks=6, txs_per_block=10)
+    if parameters and parameters[0] == "validators-of-someone-else":
+        other = create_demo_network(tmp_path / "other", seed=99).genesis.validator_set.encode()
+        parameters = (other, *parameters[1:])
+    _tamper(tmp_path / "data", statement, *parameters)
+    assert main(["audit", "--data-dir", str(tmp_path / "data"), "--json", "--workers", "0"]) == 1
+    source = json.loads(capsys.readouterr().out)["sources"][0]
+    assert (source["height"], source["code"]) == (height, code), source
+
+
+def test_a_state_file_altered_consistently_is_refused_not_blamed_on_the_node(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from audit.checkpoint import CheckpointFile  # noqa: PLC0415
+
+    make_chain(tmp_path, blocks=3)
+    state = tmp_path / "auditor.db"
+    assert main(["audit", "--data-dir", str(tmp_path / "data"), "--state", str(state)]) == 0
+    genesis = Store.read_genesis(tmp_path / "data")
+    checkpoint_file = CheckpointFile(state, genesis)
+    loaded = checkpoint_file.load()
+    assert loaded is not None
+    checkpoint, replayed = loaded
+    key = account_key("merchant-001")
+    account = Account.decode(replayed.values[key])
+    replayed.apply({key: account.with_balance("CNY", account.get_balance("CNY") + 1).encode()}, 4)
+    checkpoint_file.save(checkpoint.position, checkpoint.log_root, replayed)  # a root that fits the forged state
+    checkpoint_file.close()
+    capsys.readouterr()
+    assert main(["audit", "--data-dir", str(tmp_path / "data"), "--state", str(state), "--json"]) == 2
+    source = json.loads(capsys.readouterr().out)["sources"][0]
+    assert (source["could_run"], source["code"]) == (False, "cannot_run") and "altered" in source["detail"], source

@@ -327,9 +327,14 @@ def test_intact_copy_verifies(built_chain: BuiltChain, tmp_path: Path) -> None:
     assert (report.blocks_verified, report.transactions_verified) == (HEAD, 3 + TRANSFER_BLOCKS * TXS_PER_BLOCK)
 
 
-REPLAY_AUDIT_EXPECTED = {"transactions_byte": at_verify(MIDDLE, "wrong_tx_root")}
-"""Where ``ledger audit`` names another first failure than the store's structural check: a changed
-transaction changes its id, so the header's transaction root is what breaks first."""
+REPLAY_AUDIT_EXPECTED = {
+    "transactions_byte": at_verify(MIDDLE, "wrong_tx_root"),
+    "transaction_dropped_chain_rewritten": at_verify(MIDDLE, "bad_certificate"),
+    "head_header_byte": at_verify(HEAD, "wrong_block_hash"),
+}
+"""Where ``ledger audit`` names another first failure than the store's own checks: a changed transaction
+changes its id, so the header's transaction root is what breaks first; and the audit does not start from the
+store's head (as opening a store does) but from the genesis, so a rewritten chain fails at its first bad block."""
 DEEP_ONLY = {"log_leaf_node_byte", "log_inner_node_byte", "state_node_byte", "state_node_byte_genesis",
              "state_node_deleted"}
 """Damage to historical log nodes and state-tree pages (used only for proofs about the past): ``--deep``."""
