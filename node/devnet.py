@@ -55,7 +55,7 @@ class DevnetNode:
         return f"http://{HOST}:{self.api_port}"
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Ports the OS says are free now (the nodes bind them moments later)."""
     sockets = []
     try:
@@ -73,7 +73,7 @@ def create_devnet(directory: Path, nodes: int) -> list[DevnetNode]:
     if not 1 <= nodes <= NODES_MAX:
         raise DevnetError("invalid_config", f"--nodes must be between 1 and {NODES_MAX}")
     directory = directory.resolve()
-    ports = _free_ports(2 * nodes)
+    ports = free_ports(2 * nodes)
     members = [DevnetNode(f"validator-{i}", directory / f"validator-{i}", ports[2 * i], ports[2 * i + 1])
                for i in range(nodes)]
     create_network(directory, [ValidatorAddress(n.name, HOST, n.peer_port, n.api_port) for n in members],
