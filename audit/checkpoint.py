@@ -27,7 +27,7 @@ from audit.engine import ChainPosition
 from audit.state import ReplayState
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
-from ledger.tlog import _fold_right
+from ledger.tlog import TransparencyLog
 
 FORMAT_VERSION = b"1"
 
@@ -83,7 +83,11 @@ class CheckpointFile:
             checkpoint = Checkpoint(position, meta["log_root"], meta["state_root"])
         except (KeyError, ValueError, TypeError) as error:
             raise CheckpointError("checkpoint_unusable", f"{self.path}: incomplete meta ({error})") from error
-        if position.log_size and _fold_right(frontier) != checkpoint.log_root:
+        try:
+            log_root = TransparencyLog.from_frontier(position.log_size, frontier).root()
+        except LedgerError as error:
+            raise CheckpointError("checkpoint_unusable", f"{self.path}: {error.detail}") from error
+        if log_root != checkpoint.log_root:
             raise CheckpointError("checkpoint_unusable", f"{self.path}: the saved log frontier is not the saved root")
         values: dict[bytes, bytes] = {}
         written_at: dict[bytes, int] = {}

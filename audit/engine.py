@@ -43,16 +43,15 @@ from audit.state import ReplayState
 from contracts.block_builder import execute_block_on
 from contracts.runtime import BlockContext
 from ledger import encoding as enc
-from ledger import merkle
-from ledger.block import BLOCK_BYTES_MAX, BLOCK_TXS_MAX, BlockHeader, CommitCertificate, compute_tx_root
+from ledger.block import BLOCK_BYTES_MAX, BLOCK_TXS_MAX, BlockHeader, CommitCertificate
 from ledger.errors import EncodingError, InvalidBlock, LedgerError, StoreCorruption, VerificationFailure
 from ledger.genesis import Genesis
 from ledger.hashing import sha256
 from ledger.state import read_member, validator_set_in_force
-from ledger.tlog import TransparencyLog, _perfect_nodes
+from ledger.tlog import TransparencyLog
 from ledger.transaction import TX_BYTES_MAX, SignedTransaction, check_shape
 from ledger.validators import ValidatorSet
-from ledger.verify import check_supply
+from ledger.verify import append_checked, check_header_links, check_supply
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -143,7 +142,7 @@ class ChainAuditor:
         self.state = state
         self.position = position
         self.signatures = signatures
-        self._log = _log_at(position)
+        self._log = TransparencyLog.from_frontier(position.log_size, position.log_frontier)
         self.verified_hashes = VerifiedHashes(position.height + 1)
         """The hash of every block this pass verified: what cross-source comparison uses, never a re-read."""
         self.validator_sets: dict[bytes, ValidatorSet] = {}
@@ -196,35 +195,32 @@ class ChainAuditor:
         """Decode blocks ahead of the replay and start their signature checks on the other cores."""
         window: deque[_Pending] = deque()
         group: list[_Pending] = []
-        in_window = 0
+        group_txs = in_window = 0
         expected = first
         blocks = iter(raw_blocks)
         while True:
             try:
                 raw = next(blocks)
+                if raw.height != expected:  # a gap, or rows out of order
+                    raise InvalidBlock("wrong_height", f"block {expected} is missing", height=expected)
             except StopIteration:
                 break
-            except LedgerError:  # a source's failure at a later height: check what came before it first
+            except LedgerError:  # a failure at a later height: everything before it is checked first
                 window.extend(self._submit(group))
                 yield from window
                 raise
-            if raw.height != expected:
-                # A gap (or rows out of order): everything before it is still checked first.
-                group_done = self._submit(group)
-                window.extend(group_done)
-                group = []
-                yield from window
-                raise InvalidBlock("wrong_height", f"block {expected} is missing", height=expected)
             expected += 1
-            group.append(self._decode(raw))
-            if sum(len(p.transactions) for p in group) >= JOB_TXS_MIN or len(group) >= 64:
+            pending = self._decode(raw)
+            group.append(pending)
+            group_txs += len(pending.transactions)
+            if group_txs >= JOB_TXS_MIN or len(group) >= 64:
                 window.extend(self._submit(group))
-                in_window += sum(len(p.transactions) + 1 for p in group)
-                group = []
+                in_window += group_txs + len(group)
+                group, group_txs = [], 0
             while window and in_window > LOOKAHEAD_TXS:
-                pending = window.popleft()
-                in_window -= len(pending.transactions) + 1
-                yield pending
+                done = window.popleft()
+                in_window -= len(done.transactions) + 1
+                yield done
         window.extend(self._submit(group))
         yield from window
 
@@ -265,18 +261,10 @@ class ChainAuditor:
             raise pending.error
         raw, header = pending.raw, pending.header
         height = self.position.height + 1
-        position = self.position
         block_hash = header.compute_hash()
         if raw.stored_hash is not None and raw.stored_hash != block_hash:
             raise InvalidBlock("wrong_block_hash", "the stored hash is not the header's hash", height=height)
-        if header.chain_id != self.chain_id:
-            raise InvalidBlock("wrong_chain", f"chain id {header.chain_id!r}", height=height)
-        if header.height != height:
-            raise InvalidBlock("wrong_height", f"expected height {height}, found {header.height}", height=height)
-        if header.parent_hash != position.head_hash:
-            raise InvalidBlock("wrong_parent", "parent hash does not match the previous block", height=height)
-        if header.timestamp_ms < position.timestamp_ms:
-            raise InvalidBlock("wrong_timestamp", "earlier than its parent", height=height)
+        check_header_links(header, self.chain_id, height, self.position.head_hash, self.position.timestamp_ms)
         in_force = validator_set_in_force(self.state, height)
         set_hash = in_force.compute_hash()
         if header.validator_set_hash != set_hash:
@@ -288,14 +276,8 @@ class ChainAuditor:
             raise InvalidBlock("block_unreadable", f"certificate: {error.detail}", height=height) from error
         certificate.verify(self.chain_id, in_force, block_hash, height)
         tx_ids = pending.tx_ids
-        if header.tx_count != len(tx_ids) or compute_tx_root(tx_ids) != header.tx_root:
-            raise InvalidBlock("wrong_tx_root", f"{len(tx_ids)} transactions do not give the header's tx root",
-                               height=height)
         log_start = self._log.size
-        self._log.append_many(merkle.hash_leaf(tx_id) for tx_id in tx_ids)
-        if self._log.size != header.log_size or self._log.root() != header.log_root:
-            raise InvalidBlock("wrong_log_root", f"log size {self._log.size} vs header {header.log_size}",
-                               height=height)
+        append_checked(self._log, header, tx_ids)
         verified = pending.job.verified_keys(tx_ids) if pending.job is not None else {}
         context = BlockContext(self.chain_id, height, header.timestamp_ms)
         changes, receipts = execute_block_on(
@@ -318,8 +300,7 @@ class ChainAuditor:
         if self.state.apply(changes, height) != header.state_root:
             raise InvalidBlock("wrong_state_root", "replaying the block does not give the header's state root",
                                height=height)
-        self.position = ChainPosition(height, block_hash, header.timestamp_ms, self._log.size,
-                                      _frontier(self._log))
+        self.position = ChainPosition(height, block_hash, header.timestamp_ms, self._log.size, self._log.frontier)
         self.verified_hashes.append(height, block_hash)
 
     # --- at the head ---
@@ -423,27 +404,6 @@ def decode_transactions(data: bytes) -> tuple[tuple[SignedTransaction, ...], lis
         transactions.append(signed)
         tx_ids.append(sha256(encoded))
     return tuple(transactions), tx_ids
-
-
-def _log_at(position: ChainPosition) -> TransparencyLog:
-    return TransparencyLog(_FrontierNodes(position), position.log_size)
-
-
-class _FrontierNodes:
-    """The auditor's log nodes: the frontier it starts from, nothing more (appends read only the frontier)."""
-
-    def __init__(self, position: ChainPosition) -> None:
-        self._nodes = dict(zip(_perfect_nodes(0, position.log_size), position.log_frontier))
-
-    def get_node(self, level: int, index: int) -> bytes | None:
-        return self._nodes.get((level, index))
-
-    def put_nodes(self, nodes: object) -> None:
-        pass
-
-
-def _frontier(log: TransparencyLog) -> list[bytes]:
-    return list(log._frontier)  # noqa: SLF001
 
 
 __all__ = ["ChainAuditor", "ChainPosition", "SourceResult", "VerifiedHashes", "decode_transactions"]

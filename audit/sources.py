@@ -114,13 +114,9 @@ class StoreSource:
 
     def _blocks(self, start: int, end: int) -> Iterator[RawBlock]:
         store = self.store
-        # Raw cursors: cells are converted in their own block's turn, so a bad cell is named at its height.
-        tx_rows = _Lookahead(iter(store._conn.execute(
-            "SELECT height, idx, log_index, tx_id, receipt FROM txs WHERE height >= ? AND height <= ?"
-            " ORDER BY height, idx", (start, end))))
-        change_rows = _Lookahead(iter(store._conn.execute(
-            "SELECT height, key, value FROM state_changes WHERE height >= ? AND height <= ? ORDER BY height, key",
-            (start, end))))
+        # Cells as stored: converted in their own block's turn, so a bad cell is named at its height.
+        tx_rows = _Lookahead(store.iter_tx_rows(start, end))
+        change_rows = _Lookahead(store.iter_state_change_rows(start, end))
         for height, block_hash, header, transactions, certificate in store.iter_raw_block_rows(start, end):
             receipts: list[bytes] = []
             index: list[tuple[int, int, bytes]] = []
@@ -146,9 +142,7 @@ class StoreSource:
         return self.store.count_txs()
 
     def count_state_change_rows_outside(self, low: int, high: int) -> int:
-        row = self.store._conn.execute(
-            "SELECT COUNT(*) FROM state_changes WHERE height < ? OR height > ?", (low, high)).fetchone()
-        return int(row[0])
+        return self.store.count_state_changes_outside(low, high)
 
     def state_rows(self) -> Iterator[tuple[bytes, bytes, bytes, int]]:
         """(key_hash, key, value, height) of every stored state row."""

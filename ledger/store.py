@@ -27,6 +27,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ledger import encoding as enc
 from ledger import merkle, smt
@@ -322,30 +323,34 @@ class Store:
         ).fetchone()
         return None if row is None else TxLocation(row[0], row[1], row[2], bytes(row[3]))
 
-    def iter_tx_rows(self, start: int, end: int) -> Iterator[tuple[int, int, int, bytes, bytes]]:
-        """(height, idx, log_index, tx_id, receipt) for heights in [start, end], in block order.
+    def iter_tx_rows(self, start: int, end: int) -> Iterator[tuple[Any, ...]]:
+        """(height, idx, log_index, tx_id, receipt) for heights in [start, end], in block order, as stored.
 
         One statement for the whole range: an auditor reads the index and the
         receipts beside the blocks in one pass (``txs_by_height`` orders it).
+        The cells are SQLite's, unconverted: the auditor checks their types in
+        their own block's turn, so a damaged cell is named at its height.
         """
-        cursor = self._conn.execute(
+        return iter(self._conn.execute(
             "SELECT height, idx, log_index, tx_id, receipt FROM txs WHERE height >= ? AND height <= ?"
-            " ORDER BY height, idx", (start, end))
-        for height, index, log_index, tx_id, receipt in cursor:
-            yield int(height), int(index), int(log_index), bytes(tx_id), bytes(receipt)
+            " ORDER BY height, idx", (start, end)))
 
-    def iter_state_change_rows(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes | None]]:
-        """(height, key, value or None) for heights in [start, end], in height order."""
-        cursor = self._conn.execute(
+    def iter_state_change_rows(self, start: int, end: int) -> Iterator[tuple[Any, ...]]:
+        """(height, key, value or None) for heights in [start, end], in height order, as stored (see above)."""
+        return iter(self._conn.execute(
             "SELECT height, key, value FROM state_changes WHERE height >= ? AND height <= ? ORDER BY height, key",
-            (start, end))
-        for height, key, value in cursor:
-            yield int(height), bytes(key), None if value is None else bytes(value)
+            (start, end)))
 
     def get_receipts(self, height: int) -> list[bytes]:
         """The stored receipts of a block's transactions, in block order."""
         rows = self._conn.execute("SELECT receipt FROM txs WHERE height = ? ORDER BY idx", (height,)).fetchall()
         return [bytes(row[0]) for row in rows]
+
+    def count_state_changes_outside(self, low: int, high: int) -> int:
+        """Recorded state-change rows of heights outside [low, high] (an audit expects none)."""
+        row = self._conn.execute(
+            "SELECT COUNT(*) FROM state_changes WHERE height < ? OR height > ?", (low, high)).fetchone()
+        return int(row[0])
 
     def count_txs(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM txs").fetchone()[0])

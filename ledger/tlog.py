@@ -36,7 +36,7 @@ import hashlib
 import itertools
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from ledger.errors import LedgerError
@@ -44,6 +44,7 @@ from ledger.merkle import EMPTY_ROOT, HASH_BYTES, TREE_SIZE_MAX
 
 __all__ = [
     "APPEND_BATCH_LEAVES_MAX",
+    "FrontierOnlyNodeStore",
     "LogError",
     "LogNodeStore",
     "MemoryLogNodeStore",
@@ -136,6 +137,22 @@ class SqliteLogNodeStore:
         self._conn.executemany(self._insert_sql, nodes)
 
 
+class FrontierOnlyNodeStore:
+    """Keeps no nodes: a verifier's log needs only its frontier (appends and the root read nothing else).
+
+    ``frontier_nodes`` seeds the frontier of a log opened at a size above 0 (``TransparencyLog.from_frontier``).
+    """
+
+    def __init__(self, frontier_nodes: Mapping[tuple[int, int], bytes] | None = None) -> None:
+        self._nodes = dict(frontier_nodes or {})
+
+    def get_node(self, level: int, index: int) -> bytes | None:
+        return self._nodes.get((level, index))
+
+    def put_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
+        pass
+
+
 class TransparencyLog:
     """An RFC 9162 log whose appends and proofs cost O(log n) (see module docstring).
 
@@ -152,6 +169,20 @@ class TransparencyLog:
         self._size = size
         # Roots of the perfect subtrees of the size's binary decomposition, largest first.
         self._frontier = [self._get_node(level, index) for level, index in _perfect_nodes(0, size)]
+
+    @classmethod
+    def from_frontier(cls, size: int, frontier: Sequence[bytes]) -> TransparencyLog:
+        """A log of ``size`` leaves that keeps only its frontier (as given by ``frontier``) and no nodes."""
+        positions = _perfect_nodes(0, size)
+        if len(frontier) != len(positions):
+            raise LogError("log_node_missing", f"a log of size {size} has {len(positions)} frontier hashes, "
+                           f"not {len(frontier)}")
+        return cls(FrontierOnlyNodeStore(dict(zip(positions, frontier))), size)
+
+    @property
+    def frontier(self) -> list[bytes]:
+        """Roots of the perfect subtrees of the size's binary decomposition, largest first."""
+        return list(self._frontier)
 
     @property
     def size(self) -> int:

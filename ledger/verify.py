@@ -50,27 +50,18 @@ from ledger.state import (
     compute_genesis_state,
 )
 from ledger.store import OverlayNodeStore, Store, _decode_transactions
-from ledger.tlog import LogNodeStore, TransparencyLog
+from ledger.tlog import FrontierOnlyNodeStore, LogNodeStore, TransparencyLog
 from ledger.validators import ValidatorSet
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (height verified, head height) after each block."""
 
 
-class _FrontierOnlyLog:
-    """A log node store that keeps nothing: the verifier needs only the frontier."""
-
-    def get_node(self, level: int, index: int) -> bytes | None:
-        return None
-
-    def put_nodes(self, nodes: object) -> None:
-        pass
-
-
-class _CheckedLogNodes(_FrontierOnlyLog):
+class _CheckedLogNodes(FrontierOnlyNodeStore):
     """Keeps only what the verified log made since the last check, to compare with the stored log."""
 
     def __init__(self, stored: LogNodeStore) -> None:
+        super().__init__()
         self._stored = stored
         self._made: list[tuple[int, int, bytes]] = []
 
@@ -154,7 +145,7 @@ class ChainVerifier:
         """A set scheduled by governance (state key ``validators/pending``), in force from its effective height."""
         self.members: dict[str, Member] = {m.name: m for m in genesis.members}
         self.nonces: dict[str, int] = {m.name: 0 for m in genesis.members}
-        self.log = TransparencyLog(log_nodes if log_nodes is not None else _FrontierOnlyLog(), 0)
+        self.log = TransparencyLog(log_nodes if log_nodes is not None else FrontierOnlyNodeStore(), 0)
         self._tree = smt.StateTree(state_nodes) if state_nodes is not None else None
         if self._tree is not None:
             self.state_root = self._tree.update(smt.EMPTY_HASH, compute_genesis_state(genesis))
@@ -169,7 +160,7 @@ class ChainVerifier:
         """Check one block against everything verified so far; raise on the first problem."""
         header = block.header
         height = self.height + 1
-        self._check_header_links(header, height)
+        check_header_links(header, self.chain_id, height, self.head_hash, self.timestamp_ms)
         block_hash = header.compute_hash()
         in_force = self.validator_set
         if self.pending_validators is not None and self.pending_validators.effective_height <= height:
@@ -178,26 +169,12 @@ class ChainVerifier:
             raise InvalidBlock("wrong_validator_set", height=height)
         certificate.verify(self.chain_id, in_force, block_hash, height)
         tx_ids = self._check_transactions(block, height)
-        if header.tx_count != len(tx_ids) or compute_tx_root(tx_ids) != header.tx_root:
-            raise InvalidBlock("wrong_tx_root", f"{len(tx_ids)} transactions", height=height)
-        self.log.append_many(merkle.hash_leaf(tx_id) for tx_id in tx_ids)
-        if self.log.size != header.log_size or self.log.root() != header.log_root:
-            raise InvalidBlock("wrong_log_root", f"log size {self.log.size} vs header {header.log_size}", height=height)
+        append_checked(self.log, header, tx_ids)
         if state_changes is not None:
             self._apply_state_changes(header, state_changes, height)
         self.height = height
         self.head_hash = block_hash
         self.timestamp_ms = header.timestamp_ms
-
-    def _check_header_links(self, header: BlockHeader, height: int) -> None:
-        if header.chain_id != self.chain_id:
-            raise InvalidBlock("wrong_chain", f"chain id {header.chain_id!r}", height=height)
-        if header.height != height:
-            raise InvalidBlock("wrong_height", f"expected height {height}, found {header.height}", height=height)
-        if header.parent_hash != self.head_hash:
-            raise InvalidBlock("wrong_parent", "parent hash does not match the previous block", height=height)
-        if header.timestamp_ms < self.timestamp_ms:
-            raise InvalidBlock("wrong_timestamp", height=height)
 
     def _check_transactions(self, block: Block, height: int) -> list[bytes]:
         items: list[tuple[bytes, bytes, bytes]] = []
@@ -247,6 +224,30 @@ class ChainVerifier:
             self.validator_set = ValidatorSet.decode(value)
         elif key == KEY_PENDING_VALIDATORS:
             self.pending_validators = None if value is None else PendingValidators.decode(value)
+
+
+def check_header_links(header: BlockHeader, chain_id: str, height: int, parent_hash: bytes,
+                       parent_timestamp_ms: int) -> None:
+    """Check 1: the block at ``height`` of this chain, on its parent, not earlier than it."""
+    if header.chain_id != chain_id:
+        raise InvalidBlock("wrong_chain", f"chain id {header.chain_id!r}", height=height)
+    if header.height != height:
+        raise InvalidBlock("wrong_height", f"expected height {height}, found {header.height}", height=height)
+    if header.parent_hash != parent_hash:
+        raise InvalidBlock("wrong_parent", "parent hash does not match the previous block", height=height)
+    if header.timestamp_ms < parent_timestamp_ms:
+        raise InvalidBlock("wrong_timestamp", "earlier than its parent", height=height)
+
+
+def append_checked(log: TransparencyLog, header: BlockHeader, tx_ids: list[bytes]) -> None:
+    """Check 4: the transactions give the header's tx root; appended to ``log``, its size and root."""
+    height = header.height
+    if header.tx_count != len(tx_ids) or compute_tx_root(tx_ids) != header.tx_root:
+        raise InvalidBlock("wrong_tx_root", f"{len(tx_ids)} transactions do not give the header's tx root",
+                           height=height)
+    log.append_many(merkle.hash_leaf(tx_id) for tx_id in tx_ids)
+    if log.size != header.log_size or log.root() != header.log_root:
+        raise InvalidBlock("wrong_log_root", f"log size {log.size} vs header {header.log_size}", height=height)
 
 
 def verify_store(store: Store, progress: ProgressCallback | None = None) -> VerificationReport:
@@ -397,4 +398,5 @@ def check_supply(state_items: Iterable[tuple[bytes, bytes]], height: int) -> Non
             )
 
 
-__all__ = ["ChainVerifier", "VerificationReport", "check_supply", "verify_store"]
+__all__ = ["ChainVerifier", "VerificationReport", "append_checked", "check_header_links",
+           "check_supply", "verify_store"]
