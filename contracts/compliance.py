@@ -148,20 +148,21 @@ def process_set_kyc(context: CallContext, args: dict[str, Any]) -> None:
 
 @register("compliance", "freeze")
 def process_freeze(context: CallContext, args: dict[str, Any]) -> None:
-    _require_role(context, "regulator")
-    member = arguments.member(context.state, args, "member")
-    status = get_status(context.state, member)
-    put_status(context.state, member, ComplianceStatus(status.kyc, True))
-    context.emit("frozen", member=member)
+    _set_frozen(context, args, True)
 
 
 @register("compliance", "unfreeze")
 def process_unfreeze(context: CallContext, args: dict[str, Any]) -> None:
+    _set_frozen(context, args, False)
+
+
+def _set_frozen(context: CallContext, args: dict[str, Any], frozen: bool) -> None:
+    """The regulator freezes or unfreezes a member; its KYC status stays as it is."""
     _require_role(context, "regulator")
     member = arguments.member(context.state, args, "member")
     status = get_status(context.state, member)
-    put_status(context.state, member, ComplianceStatus(status.kyc, False))
-    context.emit("unfrozen", member=member)
+    put_status(context.state, member, ComplianceStatus(status.kyc, frozen))
+    context.emit("frozen" if frozen else "unfrozen", member=member)
 
 
 for _record in (ComplianceStatus, DailySpend):
